@@ -1,0 +1,3 @@
+module github.com/hordekit/httpretry
+
+go 1.26
