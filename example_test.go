@@ -1,0 +1,75 @@
+package httpretry_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"time"
+
+	"github.com/hordekit/httpretry"
+)
+
+// The seed's usage: call, turn a retryable status into a *StatusError, and let
+// the policy retry. The zero Policy is the seed's: 3 attempts, 0.5-10 s waits.
+func ExamplePolicy_Do() {
+	var calls atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) < 3 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprint(w, "ready")
+	}))
+	defer srv.Close()
+
+	policy := httpretry.Policy{MinWait: time.Millisecond, MaxWait: 5 * time.Millisecond}
+	err := policy.Do(context.Background(), func(ctx context.Context) error {
+		req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		if httpretry.IsRetryableStatus(resp.StatusCode) {
+			return &httpretry.StatusError{Response: resp}
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		fmt.Println(string(body))
+		return nil
+	})
+	fmt.Println(err, calls.Load())
+	// Output:
+	// ready
+	// <nil> 3
+}
+
+// When the retries run out, the last attempt's own error comes back, wrapped
+// with the number of attempts.
+func ExampleDoValue() {
+	policy := httpretry.Policy{MaxAttempts: 2, Backoff: httpretry.Immediate}
+	_, err := httpretry.DoValue(context.Background(), policy, func(context.Context) (string, error) {
+		return "", &httpretry.StatusError{Response: &http.Response{StatusCode: 503}}
+	})
+	var se *httpretry.StatusError
+	fmt.Println(errors.As(err, &se), se.Response.StatusCode, httpretry.Attempts(err))
+	// Output: true 503 2
+}
+
+// Porting the seed exactly: tenacity's wait_random_exponential(0.5, 0.5, 10).
+// Its first wait is always 0.5 s, which puts every client in lockstep.
+func ExamplePolicy_Wait() {
+	seed := httpretry.Policy{Backoff: httpretry.TenacityExponential}
+	ours := httpretry.Policy{}
+	for n := 1; n <= 3; n++ {
+		fmt.Printf("after attempt %d: seed [%v, %v], default [%v, %v]\n", n,
+			seed.Wait(n, 0, 0), seed.Wait(n, 0, 1), ours.Wait(n, 0, 0), ours.Wait(n, 0, 1))
+	}
+	// Output:
+	// after attempt 1: seed [500ms, 500ms], default [500ms, 1s]
+	// after attempt 2: seed [500ms, 1s], default [500ms, 2s]
+	// after attempt 3: seed [500ms, 2s], default [500ms, 4s]
+}

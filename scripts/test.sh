@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The project's whole test run: formatting, vet, every test under the race
+# detector (goroutine-leak checks included), and a short fuzz of the
+# Retry-After parser. The comparison benchmarks' module is built and vetted
+# so it cannot rot. Run from anywhere; exits non-zero on the first failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== gofmt"
+unformatted=$(gofmt -l .)
+if [ -n "$unformatted" ]; then
+  echo "gofmt would change:"; echo "$unformatted"; exit 1
+fi
+
+echo "== go vet"
+go vet ./...
+
+echo "== go test -race"
+go test -race -count=1 -timeout 8m ./...
+
+echo "== fuzz ParseRetryAfter (10s)"
+go test -run '^$' -fuzz '^FuzzParseRetryAfter$' -fuzztime 10s .
+
+if [ -f bench/go.mod ]; then
+  echo "== comparison module (bench/): vet and build"
+  (cd bench && go vet ./... && go test -count=1 -run '^$' ./...)
+fi
+echo "== all checks passed"
