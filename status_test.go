@@ -17,7 +17,7 @@ func TestParseRetryAfter(t *testing.T) {
 	}{
 		{"0", 0, true},
 		{"120", 120 * time.Second, true},
-		{"Sat, 28 Nov 2026 12:00:02 GMT", 2 * time.Second, true},    // IMF-fixdate
+		{"Sat, 28 Nov 2026 12:00:02 GMT", 2 * time.Second, true},     // IMF-fixdate
 		{"Saturday, 28-Nov-26 12:00:30 GMT", 30 * time.Second, true}, // RFC 850
 		{"Sat Nov 28 12:01:00 2026", time.Minute, true},              // asctime
 		{"99999999999999999999999", maxRetryAfter, true},
