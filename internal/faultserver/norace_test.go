@@ -1,0 +1,5 @@
+//go:build !race
+
+package faultserver
+
+const raceEnabled = false
