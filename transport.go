@@ -1,0 +1,575 @@
+package httpretry
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hordekit/httpretry/breaker"
+	"github.com/hordekit/httpretry/clock"
+)
+
+// DefaultRetryStatuses are the status codes a Transport retries when
+// Transport.RetryStatuses is nil: the ones a later attempt can change.
+var DefaultRetryStatuses = []int{
+	http.StatusRequestTimeout,      // 408
+	http.StatusTooManyRequests,     // 429
+	http.StatusInternalServerError, // 500
+	http.StatusBadGateway,          // 502
+	http.StatusServiceUnavailable,  // 503
+	http.StatusGatewayTimeout,      // 504
+}
+
+const (
+	// DefaultMaxReplayBody is how much of a request body without GetBody a
+	// Transport buffers so that it can send it again: 1 MiB.
+	DefaultMaxReplayBody = 1 << 20
+	// DefaultMaxHosts bounds the per-host breakers and budgets.
+	DefaultMaxHosts = 1024
+	// drainLimit is how much of a discarded response is read so its
+	// connection can be reused; past it, closing the connection is cheaper.
+	drainLimit = 64 << 10
+)
+
+// Transport is an http.RoundTripper that retries, with a circuit breaker and
+// a retry budget per host. Its zero value works: &Transport{} retries over
+// http.DefaultTransport with the default Policy (3 attempts, jittered waits
+// of 0.5-10 s), a breaker per host with the seed's settings (open after 5
+// failed calls, probe after 120 s) and the default BudgetConfig (retries at
+// most 20% of calls plus 10 per second).
+//
+// It keeps the RoundTripper contract: it never modifies the caller's
+// request, always closes the request body, and returns a response or an
+// error, never both. When the retries run out on a response, that last
+// response is returned unchanged with its body unread, as net/http would
+// return it; when they run out on an error, the error is a *RetryError
+// wrapping the last one.
+//
+// What is retried. Transient network errors (IsTransient) and the status
+// codes in RetryStatuses. A request is sent again only if it is idempotent
+// (GET, HEAD, OPTIONS, TRACE, PUT, DELETE, or any request with an
+// Idempotency-Key or X-Idempotency-Key header), or if the failure proves it
+// never reached the server (the connection was refused or could not be
+// dialled), or if RetryNonIdempotent is set. Its body must be replayable: via
+// req.GetBody, or buffered when no larger than MaxReplayBody; a larger body
+// is streamed once and a failure is not retried, with the reason in the error.
+//
+// What the breaker counts. Transient network errors and 5xx responses are
+// failures; other responses, 4xx included, prove the server alive and are
+// successes; 429 and a cancelled caller are neutral. By default a logical
+// call (all its attempts) is one outcome, as in the seed; BreakerPerAttempt
+// counts each attempt instead. A call the breaker refuses fails at once with
+// an error matching breaker.ErrOpen that says when the next probe is due.
+//
+// A Transport must not be copied after first use. Change its fields only
+// before that.
+type Transport struct {
+	// Base sends each attempt. nil means http.DefaultTransport.
+	Base http.RoundTripper
+
+	// Policy sets attempts, waits, Retry-After limits, the per-attempt
+	// timeout (Policy.AttemptTimeout), logging and the clock. Its RetryIf
+	// adds retryable errors; its OnRetry is called before each wait.
+	Policy Policy
+
+	// RetryStatuses lists the status codes to retry. nil means
+	// DefaultRetryStatuses; an empty non-nil slice retries no status.
+	RetryStatuses []int
+
+	// MaxReplayBody is the largest request body without GetBody that is
+	// buffered for replay. 0 means DefaultMaxReplayBody; negative means never
+	// buffer, so only requests with GetBody (or no body) are retried.
+	MaxReplayBody int64
+
+	// RetryNonIdempotent retries POST, PATCH and other non-idempotent
+	// requests even when they may have reached the server. Only set it when
+	// the server deduplicates them.
+	RetryNonIdempotent bool
+
+	// Breaker, when set, is the one breaker for every host, like the seed's
+	// process-wide breaker (horde.APIBreaker). When nil, each host gets its
+	// own breaker from BreakerConfig, named after the host.
+	Breaker breaker.CircuitBreaker
+	// BreakerConfig configures the per-host breakers. Its zero value is the
+	// seed's breaker. A nil Clock defaults to Policy.Clock.
+	BreakerConfig breaker.Config
+	// NoBreaker turns the circuit breaker off.
+	NoBreaker bool
+	// BreakerPerAttempt makes every attempt, not every logical call, one
+	// outcome for the breaker.
+	BreakerPerAttempt bool
+
+	// Budget configures the per-host retry budget. A nil Clock defaults to
+	// Policy.Clock.
+	Budget BudgetConfig
+	// NoBudget turns the retry budget off.
+	NoBudget bool
+
+	// MaxHosts bounds how many hosts keep a breaker and a budget; the least
+	// recently used are forgotten past it. 0 means DefaultMaxHosts.
+	MaxHosts int
+
+	// Observer, when set, is told of every attempt, retry and refusal: the
+	// hook for metrics. It runs on the request's goroutine and must be fast.
+	Observer func(Event)
+
+	once     sync.Once
+	initErr  error
+	retryOn  [8]uint64 // bitset of status codes 0-511 to retry
+	breakers *breaker.Set
+	budgets  hostTable[*Budget]
+}
+
+// NewClient returns an *http.Client whose transport is a zero Transport:
+// the default policy, per-host breakers and the default retry budget.
+func NewClient() *http.Client { return &http.Client{Transport: &Transport{}} }
+
+// Validate reports the first invalid setting, by field name, or nil. A
+// Transport with an invalid setting fails every request with this error.
+func (t *Transport) Validate() error {
+	if err := t.Policy.Validate(); err != nil {
+		return nested("Transport.", err)
+	}
+	if !t.NoBudget {
+		if err := t.Budget.Validate(); err != nil {
+			return nested("Transport.Budget.", err, "BudgetConfig.")
+		}
+	}
+	for _, code := range t.RetryStatuses {
+		if code < 100 || code > 599 {
+			return fmt.Errorf("httpretry: Transport.RetryStatuses holds %d, not an HTTP status code", code)
+		}
+	}
+	if t.MaxHosts < 0 {
+		return fmt.Errorf("httpretry: Transport.MaxHosts must not be negative (got %d)", t.MaxHosts)
+	}
+	return nil
+}
+
+// nested renames the field in a sub-config's error so that it reads as the
+// caller wrote it: "Policy.MinWait" becomes "Transport.Policy.MinWait".
+func nested(path string, err error, drop ...string) error {
+	msg := strings.TrimPrefix(err.Error(), "httpretry: ")
+	for _, d := range drop {
+		msg = strings.TrimPrefix(msg, d)
+	}
+	return errors.New("httpretry: " + path + msg)
+}
+
+func (t *Transport) init() error {
+	t.once.Do(func() {
+		if t.initErr = t.Validate(); t.initErr != nil {
+			return
+		}
+		codes := t.RetryStatuses
+		if codes == nil {
+			codes = DefaultRetryStatuses
+		}
+		for _, c := range codes {
+			t.retryOn[c/64] |= 1 << (c % 64)
+		}
+		maxHosts := t.MaxHosts
+		if maxHosts == 0 {
+			maxHosts = DefaultMaxHosts
+		}
+		if !t.NoBreaker && t.Breaker == nil {
+			cfg := t.BreakerConfig
+			if cfg.Clock == nil {
+				cfg.Clock = t.Policy.Clock
+			}
+			if cfg.Logger == nil {
+				cfg.Logger = t.Policy.Logger
+			}
+			t.breakers, t.initErr = breaker.NewSet(breaker.SetConfig{Config: cfg, MaxBreakers: maxHosts})
+			if t.initErr != nil {
+				t.initErr = fmt.Errorf("httpretry: Transport.BreakerConfig: %w", t.initErr)
+				return
+			}
+		}
+		if !t.NoBudget {
+			cfg := t.Budget
+			if cfg.Clock == nil {
+				cfg.Clock = t.Policy.Clock
+			}
+			t.budgets.init(maxHosts, func() *Budget {
+				b, _ := NewBudget(cfg) // validated above
+				return b
+			})
+		}
+	})
+	return t.initErr
+}
+
+// Breakers returns the per-host breakers, for a heartbeat or metrics; nil
+// when the breaker is off or one shared Breaker is set.
+func (t *Transport) Breakers() *breaker.Set {
+	if t.init() != nil {
+		return nil
+	}
+	return t.breakers
+}
+
+// CloseIdleConnections closes the idle connections of the base transport, so
+// http.Client.CloseIdleConnections reaches it.
+func (t *Transport) CloseIdleConnections() {
+	if ci, ok := t.base().(interface{ CloseIdleConnections() }); ok {
+		ci.CloseIdleConnections()
+	}
+}
+
+func (t *Transport) base() http.RoundTripper {
+	if t.Base != nil {
+		return t.Base
+	}
+	return http.DefaultTransport
+}
+
+func (t *Transport) breakerFor(host string) breaker.CircuitBreaker {
+	switch {
+	case t.NoBreaker:
+		return nil
+	case t.Breaker != nil:
+		return t.Breaker
+	}
+	return t.breakers.Get(host)
+}
+
+func (t *Transport) retryStatus(code int) bool {
+	return code >= 0 && code < 512 && t.retryOn[code/64]&(1<<(code%64)) != 0
+}
+
+// RoundTrip sends req, retrying as the Transport's settings allow.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if err := t.init(); err != nil {
+		closeBody(req)
+		return nil, err
+	}
+	if req.URL == nil {
+		closeBody(req)
+		return nil, errors.New("httpretry: request has no URL")
+	}
+	c := call{t: t, req: req, host: req.URL.Host}
+	return c.run()
+}
+
+// call is one logical request and its attempts. It lives on the stack of
+// RoundTrip, so the common path (first attempt succeeds) allocates nothing.
+type call struct {
+	t      *Transport
+	req    *http.Request
+	host   string
+	cb     breaker.CircuitBreaker
+	permit breaker.Permit
+	budget *Budget
+
+	body     io.ReadCloser                 // the body of the next attempt
+	getBody  func() (io.ReadCloser, error) // nil: the body cannot be replayed
+	noReplay string                        // why, when there is a body
+	cancel   context.CancelFunc            // the current attempt's, if any
+}
+
+func (c *call) run() (*http.Response, error) {
+	t, req := c.t, c.req
+	ctx := req.Context()
+	if c.cb = t.breakerFor(c.host); c.cb != nil {
+		p, err := c.cb.Acquire()
+		if err != nil {
+			closeBody(req)
+			t.observe(Event{Kind: EventRefused, Method: req.Method, Host: c.host, Err: err, Reason: StopBreakerOpen})
+			return nil, err
+		}
+		c.permit = p
+	}
+	if !t.NoBudget {
+		c.budget = t.budgets.get(c.host)
+		c.budget.Deposit()
+	}
+	if err := c.prepareBody(); err != nil {
+		c.permit.Release()
+		return nil, err
+	}
+	p := &t.Policy
+	var (
+		clk   clock.Clock
+		start time.Time
+		prev  time.Duration
+	)
+	for attempt := 1; ; attempt++ {
+		resp, err := t.base().RoundTrip(c.attemptRequest(ctx, attempt))
+		outcome := outcomeOf(ctx, resp, err)
+		t.observeAttempt(req, c.host, attempt, resp, err, outcome)
+		if !c.retryable(ctx, resp, err) {
+			return c.finish(resp, err, outcome)
+		}
+		if clk == nil {
+			clk = clock.Or(p.Clock)
+			if p.MaxElapsed > 0 {
+				start = clk.Now() // an approximation: the first attempt's end
+			}
+		}
+		failure := err
+		if resp != nil {
+			failure = &StatusError{Response: resp}
+		}
+		wait, stop := c.decide(ctx, clk, attempt, prev, start, resp, err, failure, outcome)
+		if stop != nil {
+			t.observe(Event{Kind: EventGiveUp, Method: req.Method, Host: c.host, Attempt: attempt,
+				StatusCode: statusOf(resp), Err: err, Reason: stop.Reason})
+			if resp != nil {
+				return c.finish(resp, nil, outcome)
+			}
+			c.finish(nil, err, outcome)
+			return nil, stop
+		}
+		if resp != nil {
+			discard(resp)
+		}
+		c.endAttempt()
+		p.announce(ctx, attempt, wait, failure,
+			slog.String("method", req.Method), slog.String("url", RedactURL(req.URL)), slog.Int("status", statusOf(resp)))
+		t.observe(Event{Kind: EventRetry, Method: req.Method, Host: c.host, Attempt: attempt,
+			StatusCode: statusOf(resp), Err: err, Wait: wait})
+		if serr := clock.Sleep(ctx, clk, wait); serr != nil {
+			c.permit.Release()
+			return nil, &RetryError{Err: failure, Attempts: attempt, Reason: StopCanceled, cause: serr}
+		}
+		prev = wait
+		if err := c.nextBody(attempt); err != nil {
+			c.permit.Release()
+			return nil, err
+		}
+	}
+}
+
+// retryable reports whether the attempt's result calls for another one,
+// before any limit is considered.
+func (c *call) retryable(ctx context.Context, resp *http.Response, err error) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	if err != nil {
+		return IsTransient(err) || c.t.Policy.RetryIf != nil && c.t.Policy.RetryIf(err)
+	}
+	return c.t.retryStatus(resp.StatusCode)
+}
+
+// decide applies every limit to a retryable failure: idempotency, body
+// replay, the policy's attempts and waits, the breaker, the budget. It
+// returns the wait before the next attempt, or why there is none.
+func (c *call) decide(ctx context.Context, clk clock.Clock, attempt int, prev time.Duration, start time.Time,
+	resp *http.Response, err, failure error, outcome breaker.Outcome) (time.Duration, *RetryError) {
+	t := c.t
+	if !t.RetryNonIdempotent && !idempotent(c.req) && (resp != nil || !neverSent(err)) {
+		return 0, &RetryError{Err: failure, Attempts: attempt, Reason: StopNotIdempotent}
+	}
+	if c.getBody == nil && c.noReplay != "" {
+		return 0, &RetryError{Err: failure, Attempts: attempt, Reason: StopBodyNotReplayable,
+			cause: errors.New(c.noReplay)}
+	}
+	wait, stop := t.Policy.plan(ctx, clk, attempt, prev, start, failure)
+	if stop != nil {
+		return 0, stop
+	}
+	if c.cb != nil && (t.BreakerPerAttempt || c.permit.Probe()) {
+		// Per attempt, each attempt reports and asks again. A half-open
+		// probe is not retried: its failure must reach the breaker now.
+		c.permit.Record(outcome)
+		p, berr := c.cb.Acquire()
+		if berr != nil {
+			return 0, &RetryError{Err: failure, Attempts: attempt, Reason: StopBreakerOpen, cause: berr}
+		}
+		c.permit = p
+	}
+	if c.budget != nil && !c.budget.Withdraw() {
+		return 0, &RetryError{Err: failure, Attempts: attempt, Reason: StopBudget, cause: ErrBudgetExhausted}
+	}
+	return wait, nil
+}
+
+// finish reports the call's outcome to the breaker and returns its result,
+// tying the attempt's timeout to the response body.
+func (c *call) finish(resp *http.Response, err error, outcome breaker.Outcome) (*http.Response, error) {
+	c.permit.Record(outcome)
+	if c.cancel != nil {
+		if resp != nil && resp.Body != nil {
+			resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: c.cancel}
+		} else {
+			c.cancel()
+		}
+		c.cancel = nil
+	}
+	return resp, err
+}
+
+func (c *call) endAttempt() {
+	if c.cancel != nil {
+		c.cancel()
+		c.cancel = nil
+	}
+}
+
+// attemptRequest returns the request for one attempt: the caller's own
+// request when nothing needs to change (the first attempt, no per-attempt
+// timeout, body untouched), else a shallow copy with its own body and
+// context. The caller's request is never modified.
+func (c *call) attemptRequest(ctx context.Context, attempt int) *http.Request {
+	req := c.req
+	timeout := c.t.Policy.AttemptTimeout
+	if attempt == 1 && timeout == 0 && c.body == req.Body {
+		return req
+	}
+	if timeout > 0 {
+		ctx, c.cancel = context.WithTimeout(ctx, timeout)
+	}
+	r := req.WithContext(ctx)
+	r.Body = c.body
+	return r
+}
+
+// prepareBody makes the request body replayable when it can be: through
+// GetBody, or by buffering up to MaxReplayBody. A larger body is streamed
+// once, and the reason it cannot be replayed is kept for the error.
+func (c *call) prepareBody() error {
+	req := c.req
+	c.body = req.Body
+	if req.Body == nil || req.Body == http.NoBody {
+		return nil // nothing to replay; nextBody reuses the empty body
+	}
+	if req.GetBody != nil {
+		c.getBody = req.GetBody
+		return nil
+	}
+	limit := c.t.MaxReplayBody
+	if limit == 0 {
+		limit = DefaultMaxReplayBody
+	}
+	if limit < 0 {
+		c.noReplay = "request body has no GetBody and MaxReplayBody is negative"
+		return nil
+	}
+	if req.ContentLength > limit {
+		c.noReplay = fmt.Sprintf("request body of %d bytes has no GetBody and exceeds MaxReplayBody (%d bytes)", req.ContentLength, limit)
+		return nil
+	}
+	buf, err := io.ReadAll(io.LimitReader(req.Body, limit+1))
+	if err != nil {
+		req.Body.Close()
+		return fmt.Errorf("httpretry: reading the request body: %w", err)
+	}
+	if int64(len(buf)) > limit {
+		// Longer than announced: send what was read, then the rest, once.
+		c.body = &prefixedBody{Reader: io.MultiReader(bytes.NewReader(buf), req.Body), closer: req.Body}
+		c.noReplay = fmt.Sprintf("request body has no GetBody and exceeds MaxReplayBody (%d bytes)", limit)
+		return nil
+	}
+	req.Body.Close()
+	c.getBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf)), nil }
+	c.body, _ = c.getBody()
+	return nil
+}
+
+func (c *call) nextBody(attempt int) error {
+	if c.getBody == nil {
+		c.body = c.req.Body // nil or http.NoBody
+		return nil
+	}
+	body, err := c.getBody()
+	if err != nil {
+		return &RetryError{Err: err, Attempts: attempt, Reason: StopBodyNotReplayable,
+			cause: fmt.Errorf("GetBody failed: %w", err)}
+	}
+	c.body = body
+	return nil
+}
+
+type prefixedBody struct {
+	io.Reader
+	closer io.Closer
+}
+
+func (b *prefixedBody) Close() error { return b.closer.Close() }
+
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (b *cancelOnClose) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel()
+	return err
+}
+
+// idempotent reports whether sending req twice has the effect of sending it
+// once (RFC 9110 section 9.2.2), or the caller vouched for it with a key.
+func idempotent(req *http.Request) bool {
+	switch req.Method {
+	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return req.Header.Get("Idempotency-Key") != "" || req.Header.Get("X-Idempotency-Key") != ""
+}
+
+// neverSent reports errors that prove the request never reached the server:
+// the connection was refused or could not be dialled, or an HTTP/2 server
+// refused the stream before processing it.
+func neverSent(err error) bool {
+	if err == nil {
+		return false
+	}
+	if op, ok := errors.AsType[*net.OpError](err); ok && op.Op == "dial" {
+		return true
+	}
+	return errors.Is(err, syscall.ECONNREFUSED) || strings.Contains(err.Error(), "REFUSED_STREAM")
+}
+
+// outcomeOf is what one attempt tells the breaker about the upstream.
+func outcomeOf(ctx context.Context, resp *http.Response, err error) breaker.Outcome {
+	switch {
+	case ctx.Err() != nil:
+		return breaker.Neutral
+	case err != nil:
+		if IsTransient(err) {
+			return breaker.Failure
+		}
+		return breaker.Neutral
+	case resp.StatusCode >= 500:
+		return breaker.Failure
+	case resp.StatusCode == http.StatusTooManyRequests:
+		return breaker.Neutral
+	}
+	return breaker.Success
+}
+
+func statusOf(resp *http.Response) int {
+	if resp == nil {
+		return 0
+	}
+	return resp.StatusCode
+}
+
+// discard drains a response that will not be returned, so its connection
+// goes back to the pool, and closes it. A body larger than drainLimit is cut
+// off: that closes one connection, never the pool.
+func discard(resp *http.Response) {
+	if resp.Body == nil {
+		return
+	}
+	_, _ = io.CopyN(io.Discard, resp.Body, drainLimit)
+	resp.Body.Close()
+}
+
+func closeBody(req *http.Request) {
+	if req.Body != nil {
+		req.Body.Close()
+	}
+}

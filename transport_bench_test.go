@@ -1,0 +1,107 @@
+package httpretry
+
+import (
+	"io"
+	"net/http"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hordekit/httpretry/clock"
+	"github.com/hordekit/httpretry/internal/faultserver"
+)
+
+// instantClock lets every wait end at once without moving time, so a
+// benchmark's call rate alone decides how much time passes.
+type instantClock struct{ *clock.Fake }
+
+func (c instantClock) NewTimer(time.Duration) clock.Timer { return c.Fake.NewTimer(0) }
+
+// deadUpstream answers every request 503 in memory and counts them.
+type deadUpstream struct{ requests atomic.Int64 }
+
+func (d *deadUpstream) RoundTrip(req *http.Request) (*http.Response, error) {
+	d.requests.Add(1)
+	if req.Body != nil {
+		req.Body.Close()
+	}
+	return &http.Response{StatusCode: 503, Body: http.NoBody, Header: http.Header{}, Request: req}, nil
+}
+
+// BenchmarkAmplification reports upstream requests per logical call against
+// an upstream that fails every request, at a simulated call rate: the retry
+// storm a client causes during an outage. Naive 3 attempts would be 3.0.
+func BenchmarkAmplification(b *testing.B) {
+	for _, c := range []struct {
+		name      string
+		perSecond int
+		noBreaker bool
+	}{
+		{"defaults/500rps", 500, false},
+		{"defaults/100rps", 100, false},
+		{"no-breaker/500rps", 500, true},
+		{"no-breaker/1000rps", 1000, true},
+		{"no-breaker/1rps", 1, true},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			f := clock.NewFake(epoch)
+			up := &deadUpstream{}
+			tr := &Transport{Base: up, NoBreaker: c.noBreaker,
+				Policy: Policy{Clock: instantClock{f}, Logger: quiet}}
+			step := time.Second / time.Duration(c.perSecond)
+			req, _ := http.NewRequest("GET", "http://upstream.test/v2/status", nil)
+			// Warm up past the budget's initial reserve: a minute of traffic.
+			warm := 60 * c.perSecond
+			for range warm {
+				roundTrip(tr, req)
+				f.Advance(step)
+			}
+			up.requests.Store(0)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				roundTrip(tr, req)
+				f.Advance(step)
+			}
+			b.ReportMetric(float64(up.requests.Load())/float64(b.N), "upstream-req/call")
+		})
+	}
+}
+
+func roundTrip(tr *Transport, req *http.Request) {
+	resp, err := tr.RoundTrip(req)
+	if err == nil {
+		resp.Body.Close()
+	}
+}
+
+// BenchmarkLoopbackGET compares a plain GET through a bare http.Transport
+// with the same GET through Transport over it, against the fault server.
+func BenchmarkLoopbackGET(b *testing.B) {
+	srv, err := faultserver.New(faultserver.Config{LogLimit: faultserver.LogDisabled})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer srv.Close()
+	for _, c := range []struct {
+		name string
+		rt   func(base http.RoundTripper) http.RoundTripper
+	}{
+		{"bare", func(base http.RoundTripper) http.RoundTripper { return base }},
+		{"httpretry", func(base http.RoundTripper) http.RoundTripper { return &Transport{Base: base} }},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			base := &http.Transport{}
+			defer base.CloseIdleConnections()
+			client := &http.Client{Transport: c.rt(base)}
+			b.ReportAllocs()
+			for b.Loop() {
+				resp, err := client.Get(srv.URL)
+				if err != nil {
+					b.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		})
+	}
+}
