@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"sync/atomic"
 	"time"
 
 	"github.com/hordekit/httpretry"
+	"github.com/hordekit/httpretry/clock"
 )
 
 // The seed's usage: call, turn a retryable status into a *StatusError, and let
@@ -72,4 +74,36 @@ func ExamplePolicy_Wait() {
 	// after attempt 1: seed [500ms, 500ms], default [500ms, 1s]
 	// after attempt 2: seed [500ms, 1s], default [500ms, 2s]
 	// after attempt 3: seed [500ms, 2s], default [500ms, 4s]
+}
+
+// The transport retries inside an http.Client: here a 503 with a Retry-After
+// of one second, then success. The fake clock lets the example run at once;
+// leave Policy.Clock nil in production.
+func ExampleTransport() {
+	var calls atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) == 1 {
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprint(w, "model list")
+	}))
+	defer srv.Close()
+
+	clk := clock.NewFake(time.Now())
+	clk.SetAuto(true)
+	client := &http.Client{Transport: &httpretry.Transport{
+		Policy: httpretry.Policy{Clock: clk, Logger: slog.New(slog.DiscardHandler)},
+	}}
+	start := clk.Now()
+	resp, err := client.Get(srv.URL + "/v2/status/models")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	fmt.Println(resp.StatusCode, string(body), "after waiting", clk.Now().Sub(start))
+	// Output: 200 model list after waiting 1s
 }
