@@ -303,6 +303,10 @@ func (c *call) run() (*http.Response, error) {
 		start time.Time
 		prev  time.Duration
 	)
+	if p.MaxElapsed > 0 {
+		clk = clock.Or(p.Clock)
+		start = clk.Now()
+	}
 	for attempt := 1; ; attempt++ {
 		resp, err := t.base().RoundTrip(c.attemptRequest(ctx, attempt))
 		outcome := outcomeOf(ctx, resp, err)
@@ -312,9 +316,6 @@ func (c *call) run() (*http.Response, error) {
 		}
 		if clk == nil {
 			clk = clock.Or(p.Clock)
-			if p.MaxElapsed > 0 {
-				start = clk.Now() // an approximation: the first attempt's end
-			}
 		}
 		failure := err
 		if resp != nil {
@@ -379,18 +380,19 @@ func (c *call) decide(ctx context.Context, clk clock.Clock, attempt int, prev ti
 	if stop != nil {
 		return 0, stop
 	}
+	if c.budget != nil && !c.budget.Withdraw() {
+		return 0, &RetryError{Err: failure, Attempts: attempt, Reason: StopBudget, cause: ErrBudgetExhausted}
+	}
 	if c.cb != nil && (t.BreakerPerAttempt || c.permit.Probe()) {
 		// Per attempt, each attempt reports and asks again. A half-open
 		// probe is not retried: its failure must reach the breaker now.
+		// Once reported, the old permit ignores finish's Record.
 		c.permit.Record(outcome)
 		p, berr := c.cb.Acquire()
 		if berr != nil {
 			return 0, &RetryError{Err: failure, Attempts: attempt, Reason: StopBreakerOpen, cause: berr}
 		}
 		c.permit = p
-	}
-	if c.budget != nil && !c.budget.Withdraw() {
-		return 0, &RetryError{Err: failure, Attempts: attempt, Reason: StopBudget, cause: ErrBudgetExhausted}
 	}
 	return wait, nil
 }

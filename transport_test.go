@@ -507,3 +507,26 @@ func TestInvalidTransportNamesTheField(t *testing.T) {
 		}
 	}
 }
+
+func TestHalfOpenProbeIsNotRetried(t *testing.T) {
+	leaktest.Check(t)
+	srv := faultserver.Start(t, faultserver.Config{Behavior: faultserver.Always(faultserver.Status(503))})
+	fx := newFixture(t, &Transport{NoBudget: true, BreakerConfig: breaker.Config{FailureThreshold: 1, Cooldown: time.Minute}})
+	if resp, _, err := fx.get(t, srv.URL); err != nil || resp.StatusCode != 503 {
+		t.Fatalf("first call = %v, %v", resp, err)
+	}
+	if srv.Requests() != 3 {
+		t.Fatalf("first call made %d requests, want 3", srv.Requests())
+	}
+	fx.clk.Advance(time.Minute)
+	resp, _, err := fx.get(t, srv.URL)
+	if err != nil || resp.StatusCode != 503 {
+		t.Fatalf("probe = %v, %v; want the probe's 503", resp, err)
+	}
+	if srv.Requests() != 4 {
+		t.Fatalf("the probe made %d requests, want 1: its failure must reach the breaker at once", srv.Requests()-3)
+	}
+	if _, _, err := fx.get(t, srv.URL); !errors.Is(err, breaker.ErrOpen) {
+		t.Fatalf("after a failed probe = %v, want the breaker open again", err)
+	}
+}
