@@ -86,6 +86,10 @@ func (e *RetryError) Error() string {
 		return fmt.Sprintf("%s (gave up after %d attempt(s): %v)", msg, e.Attempts, e.cause)
 	case StopBudget, StopBreakerOpen:
 		return fmt.Sprintf("%s (gave up after %d attempt(s): %v)", msg, e.Attempts, e.cause)
+	case StopBodyNotReplayable:
+		if e.cause != nil {
+			return fmt.Sprintf("%s (gave up after %d attempt(s): %v: %v)", msg, e.Attempts, e.Reason, e.cause)
+		}
 	}
 	return fmt.Sprintf("%s (gave up after %d attempt(s): %v)", msg, e.Attempts, e.Reason)
 }
