@@ -283,7 +283,7 @@ func (p *Policy) plan(ctx context.Context, clk clock.Clock, n int, prev time.Dur
 		return 0, &RetryError{Err: err, Attempts: n, Reason: StopExhausted}
 	}
 	wait := p.Wait(n, prev, p.random())
-	if ra, ok := retryAfterOf(err, clk.Now()); ok {
+	if ra, ok := retryAfterOf(err, clk); ok {
 		if limit := p.maxRetryAfter(); ra > limit {
 			return 0, &RetryError{Err: err, Attempts: n, Reason: StopRetryAfter, RetryAfter: ra, limit: limit}
 		}
@@ -337,9 +337,12 @@ type retryAfterError interface {
 // retryAfterOf finds a server's wait hint anywhere in err's chain.
 // A *StatusError's date is read against the loop's clock, so fake clocks in
 // tests see the same time the loop does.
-func retryAfterOf(err error, now time.Time) (time.Duration, bool) {
+func retryAfterOf(err error, clk clock.Clock) (time.Duration, bool) {
 	if se, ok := errors.AsType[*StatusError](err); ok && se.Response != nil {
-		return responseRetryAfter(se.Response, now)
+		if se.Response.Header.Get("Retry-After") == "" {
+			return 0, false // most failures: spare the clock read
+		}
+		return responseRetryAfter(se.Response, clk.Now())
 	}
 	if h, ok := errors.AsType[retryAfterError](err); ok {
 		return h.RetryAfter()
