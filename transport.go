@@ -124,7 +124,7 @@ type Transport struct {
 
 	once     sync.Once
 	initErr  error
-	retryOn  [8]uint64 // bitset of status codes 0-511 to retry
+	retryOn  [10]uint64 // bitset of the status codes to retry, 0-639
 	breakers *breaker.Set
 	budgets  hostTable[*Budget]
 }
@@ -244,7 +244,7 @@ func (t *Transport) breakerFor(host string) breaker.CircuitBreaker {
 }
 
 func (t *Transport) retryStatus(code int) bool {
-	return code >= 0 && code < 512 && t.retryOn[code/64]&(1<<(code%64)) != 0
+	return code >= 0 && code < 64*len(t.retryOn) && t.retryOn[code/64]&(1<<(code%64)) != 0
 }
 
 // RoundTrip sends req, retrying as the Transport's settings allow.
@@ -379,6 +379,15 @@ func (c *call) decide(ctx context.Context, clk clock.Clock, attempt int, prev ti
 	wait, stop := t.Policy.plan(ctx, clk, attempt, prev, start, failure)
 	if stop != nil {
 		return 0, stop
+	}
+	if c.cb != nil && !t.BreakerPerAttempt {
+		// Another call may have opened the breaker while this one was
+		// failing: retrying into an open breaker is the storm it exists to
+		// stop. This call's own outcome still reaches it, and is ignored
+		// there if it belongs to the state before the trip.
+		if open := openError(c.cb); open != nil {
+			return 0, &RetryError{Err: failure, Attempts: attempt, Reason: StopBreakerOpen, cause: open}
+		}
 	}
 	if c.budget != nil && !c.budget.Withdraw() {
 		return 0, &RetryError{Err: failure, Attempts: attempt, Reason: StopBudget, cause: ErrBudgetExhausted}
@@ -532,6 +541,20 @@ func neverSent(err error) bool {
 		return true
 	}
 	return errors.Is(err, syscall.ECONNREFUSED) || strings.Contains(err.Error(), "REFUSED_STREAM")
+}
+
+// openError returns an *breaker.OpenError when cb can tell, without
+// admitting anyone, that it is open now; nil otherwise.
+func openError(cb breaker.CircuitBreaker) error {
+	s, ok := cb.(interface {
+		State() breaker.State
+		UntilRetry() (time.Duration, bool)
+	})
+	if !ok || s.State() != breaker.Open {
+		return nil
+	}
+	wait, _ := s.UntilRetry()
+	return &breaker.OpenError{Name: cb.Name(), State: breaker.Open, RetryIn: wait}
 }
 
 // outcomeOf is what one attempt tells the breaker about the upstream.

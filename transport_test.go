@@ -530,3 +530,35 @@ func TestHalfOpenProbeIsNotRetried(t *testing.T) {
 		t.Fatalf("after a failed probe = %v, want the breaker open again", err)
 	}
 }
+
+func TestEveryStatusCodeCanBeRetried(t *testing.T) {
+	var codes []int
+	for c := 100; c <= 599; c++ {
+		codes = append(codes, c)
+	}
+	tr := &Transport{RetryStatuses: codes}
+	if err := tr.init(); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range codes {
+		if !tr.retryStatus(c) {
+			t.Fatalf("status %d not retried", c)
+		}
+	}
+}
+
+func TestInFlightCallStopsRetryingOnceTheBreakerOpens(t *testing.T) {
+	leaktest.Check(t)
+	b := breaker.MustNew(breaker.Config{Name: "shared", FailureThreshold: 1})
+	srv := faultserver.Start(t, faultserver.Config{Behavior: faultserver.Always(faultserver.Status(503))})
+	fx := newFixture(t, &Transport{Breaker: b, NoBudget: true})
+	// Another caller trips the breaker while this call waits to retry.
+	fx.t.Policy.OnRetry = func(RetryInfo) { b.RecordFailure() }
+	_, _, err := fx.get(t, srv.URL)
+	if err != nil {
+		t.Fatalf("GET = %v, want the 503 back", err)
+	}
+	if srv.Requests() != 2 {
+		t.Fatalf("server saw %d requests, want 2: no retry once the breaker is open", srv.Requests())
+	}
+}
