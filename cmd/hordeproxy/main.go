@@ -1,0 +1,131 @@
+// Command hordeproxy serves the AI Horde data that the model reference
+// service reads (model status, model statistics and workers) and keeps
+// answering, from the last good copy, while the AI Horde API is slow or down.
+//
+//	hordeproxy [--listen 127.0.0.1:8080] [--horde-url URL]
+//
+// Endpoints:
+//
+//	GET /api/heartbeat                  {"status":"ok","ai_horde":{"degraded":…,"consecutive_failures":…,"seconds_until_retry":…}}
+//	GET /api/v2/status/models           ?type=image|text &model_state=known|custom|all &min_count=N
+//	GET /api/v2/stats/img/models        ?model_state=
+//	GET /api/v2/stats/text/models       ?model_state=
+//	GET /api/v2/workers                 ?type=image|text
+//	GET /metrics                        Prometheus metrics of the retries and the breaker
+//
+// A copy served because the API could not be read carries X-Horde-Stale:
+// true and its Age; with no copy at all the answer is 502 with a JSON error.
+// See horde.NewHandler. The API's URL comes from --horde-url, else
+// $AI_HORDE_URL, else $HORDE_URL, else https://aihorde.net/api/.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/hordekit/httpretry/horde"
+	"github.com/hordekit/httpretry/metrics"
+)
+
+// Exit codes.
+const (
+	exitFailure = 1 // the server could not start or stopped with an error
+	exitUsage   = 2 // bad flags or settings
+)
+
+// shutdownGrace is how long requests in flight get to finish on a signal.
+const shutdownGrace = 10 * time.Second
+
+func main() {
+	// APIBreaker logs its transitions to the default logger.
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, nil)))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run is main without the process: tests call it. It serves until ctx ends.
+func run(ctx context.Context, args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("hordeproxy", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", "127.0.0.1:8080", "address to serve on")
+	hordeURL := fs.String("horde-url", "",
+		"AI Horde API base URL (default $AI_HORDE_URL, else $HORDE_URL, else "+horde.DefaultBaseURL+")")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return exitUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "hordeproxy: unexpected arguments %q\n", fs.Args())
+		return exitUsage
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, nil))
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m, err := metrics.New(reg)
+	if err != nil {
+		fmt.Fprintln(stderr, "hordeproxy:", err)
+		return exitFailure
+	}
+	// The client uses the process-wide horde.APIBreaker, whose state the
+	// collector reads at each scrape.
+	client := &horde.Client{BaseURL: *hordeURL, Logger: logger, Observer: m.Observe}
+	m.WatchBreaker(horde.APIBreaker)
+	defer client.CloseIdleConnections()
+	base, err := client.ResolvedBaseURL()
+	if err != nil {
+		fmt.Fprintln(stderr, "hordeproxy:", err)
+		return exitUsage
+	}
+
+	mux := http.NewServeMux()
+	mux.Handle("/", horde.NewHandler(client))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		fmt.Fprintln(stderr, "hordeproxy:", err)
+		return exitFailure
+	}
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	logger.Info("hordeproxy listening", "addr", ln.Addr().String(), "horde_url", base.String())
+
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	select {
+	case err := <-served:
+		logger.Error("hordeproxy stopped", "error", err)
+		return exitFailure
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		logger.Error("hordeproxy shutdown", "error", err)
+		return exitFailure
+	}
+	<-served // http.ErrServerClosed once Shutdown has begun
+	logger.Info("hordeproxy stopped")
+	return 0
+}
