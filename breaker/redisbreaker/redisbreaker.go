@@ -1,0 +1,603 @@
+// Package redisbreaker is a circuit breaker shared by a fleet of processes
+// through Redis: when one replica's breaker opens, every replica naming the
+// same breaker in the same Redis refuses calls within a second, and in
+// half-open the whole fleet sends HalfOpenProbes probes, not that many per
+// replica.
+//
+// # Model
+//
+// Each replica keeps a local breaker.Breaker as its view of the shared state
+// and as its fallback. The healthy path never touches the network: Allow,
+// Acquire and a success on a closed breaker answer from local memory with a
+// few atomic loads, no lock, no clock read and no allocation. Failures are
+// counted twice: by the local breaker (so that the replica still protects
+// itself alone), and in Redis by a writer goroutine fed through a buffered
+// channel, so a request never waits on Redis. The fleet opens when the shared
+// count of consecutive failures reaches FailureThreshold (five replicas
+// seeing one failure each trip it together), or as soon as any one replica's
+// own breaker opens (its own count, or its failure ratio), which it then
+// shares. A success after failures resets the shared count, also in the
+// background.
+//
+// Transitions are Lua scripts (EVALSHA), so concurrent replicas never
+// interleave a read and a write, and each one publishes the new state on the
+// breaker's channel. Replicas mirror it into their local breaker (Trip with
+// the shared open-until, or Reset), so hooks, logs and Status behave as for a
+// local breaker. A periodic read of the state (RefreshInterval) catches
+// anything pub/sub missed.
+//
+// Once the cooldown is over, a replica that wants to probe first takes a local
+// probe slot, then a lease in Redis (one key per probe slot, expiring after
+// Cooldown, so a holder that dies cannot wedge the fleet). This is the only
+// Redis call made on a request's path, only in half-open, and it is bounded by
+// OpTimeout. A replica that finds every lease held remembers until when and
+// refuses locally meanwhile. The probe's success closes the fleet; its failure
+// reopens it.
+//
+// # When Redis fails
+//
+// Redis being down is not the upstream being down. Every Redis call has
+// OpTimeout. When one fails, the breaker marks Redis unreachable, logs a
+// warning (at most one per WarnInterval) and behaves as a local breaker: it
+// keeps counting and tripping on its own, and in half-open admits its own
+// local probe. No request fails, or waits longer than OpTimeout, because of
+// Redis. The refresher keeps trying; when Redis answers again the breaker
+// resubscribes and resynchronises: if the fleet's state is closed (or gone,
+// after a restart) while this replica is open, it pushes its open state to
+// the fleet; otherwise it adopts the fleet's state.
+//
+// OpTimeout is enforced in two ways: every call gets a context with that
+// deadline, and the request-path call (the probe lease) is also abandoned
+// after OpTimeout of real time even if the client ignores the context. go-redis
+// ignores context deadlines for socket reads unless the client is created
+// with ContextTimeoutEnabled: true, so set it: the background calls then
+// respect OpTimeout too, and Close returns promptly even if Redis hangs.
+//
+// # Configuration
+//
+// Config embeds breaker.Config (Name is required: it names the shared state;
+// FailureThreshold 5, Cooldown 120 s and HalfOpenProbes 1 by default, as the
+// seed) and adds Prefix ("httpretry:breaker:"), OpTimeout (100 ms),
+// RefreshInterval (500 ms), WarnInterval (30 s) and ReplicaID. Every replica
+// of a breaker should use the same settings. Connected reports whether the
+// breaker is currently sharing its state.
+//
+// # Keys
+//
+// For breaker "api" with the default prefix: the hash
+// httpretry:breaker:{api}:state (state, gen, until, failures, retrips,
+// probe_ok), one lease per probe slot httpretry:breaker:{api}:probe:0..N-1,
+// and the channel httpretry:breaker:{api}:events. The braces are a Redis
+// Cluster hash tag. The hash expires 4 cooldowns (at least 10 s) after its
+// last write, a lease after one cooldown.
+//
+// # Running Redis
+//
+// Any Redis 5 or later (tested with 7.0): an existing server, or locally
+// "apt-get install redis-server" (or "docker run -p 6379:6379 redis").
+// Scripts use TIME before writing, which needs effects replication (the
+// default since Redis 5). A breaker's keys share a hash tag, so its scripts
+// are valid on Redis Cluster too (not tested here). Persistence is not needed: a
+// Redis that restarts empty is refilled by the replicas. The replicas' clocks
+// should agree to well within a cooldown, since the open-until time is the
+// wall-clock time of the replica that opened the breaker.
+package redisbreaker
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/hordekit/httpretry/breaker"
+	"github.com/hordekit/httpretry/clock"
+)
+
+// opQueue is how many Redis writes may wait for the writer. A failure that
+// does not fit is counted only locally; the local breaker counts it anyway.
+const opQueue = 1024
+
+// errClosed is what a Redis call gets after Close.
+var errClosed = errors.New("redisbreaker: closed")
+
+// applyQueue is how many snapshots may wait to be mirrored. One that does not
+// fit is dropped: the next refresh brings the state again.
+const applyQueue = 64
+
+// Breaker is a circuit breaker whose state is shared through Redis. It
+// implements breaker.CircuitBreaker, so it plugs into httpretry.Transport
+// (Transport.Breaker) and breaker.Heartbeat like a local breaker, and it has
+// the seed's API (Allow, RecordSuccess, RecordFailure, State, Degraded,
+// UntilRetry, ConsecutiveFailures). It is safe for concurrent use. Make one
+// with New and Close it when done.
+type Breaker struct {
+	local  *breaker.Breaker
+	client redis.UniversalClient
+	cfg    Config
+	clock  clock.Clock
+	hook   func(name string, from, to breaker.State) // the user's OnStateChange
+	ratio  bool                                      // the local breaker keeps a failure-ratio window
+
+	keys    []string // the state hash, then one lease key per probe slot
+	channel string
+	seq     atomic.Uint64 // lease tokens
+
+	// gen is bumped on every local transition. Closed-path permits carry
+	// it, so an outcome from before a transition is ignored.
+	gen atomic.Uint64
+
+	// What this replica knows of the shared state. remoteFailures is an
+	// estimate (a failure being written counts already) that decides
+	// whether a success must reset the shared count.
+	remoteOpen     atomic.Bool
+	remoteFailures atomic.Int64
+	// busyUntil (Unix ms on the clock) is when the probe leases another
+	// replica holds expire; until then half-open callers are refused
+	// without asking Redis.
+	busyUntil   atomic.Int64
+	tripPending atomic.Bool // a trip of this replica's is queued for Redis
+	// ownTrip says the local view is open on this replica's own evidence
+	// (its failures, or its probe's), not as a mirror of the fleet.
+	ownTrip    atomic.Bool
+	down       atomic.Bool // Redis is unreachable: act as a local breaker
+	subscribed atomic.Bool
+
+	ops     chan op
+	applyCh chan snapshot
+	wake    chan struct{} // tells the subscriber that Redis is back
+	done    chan struct{}
+	ctx     context.Context // cancelled by Close
+	cancel  context.CancelFunc
+	ps      *redis.PubSub
+	wg      sync.WaitGroup
+	once    sync.Once
+	lifeMu  sync.RWMutex // see bounded and Close
+
+	knownGen int64 // the newest generation adopted; owned by the applier
+
+	mu     sync.Mutex
+	plain  []breaker.Permit // probes admitted by Allow, awaiting RecordSuccess/RecordFailure
+	plainN atomic.Int32     // len(plain), read without the lock
+
+	warnMu   sync.Mutex
+	warned   bool
+	lastWarn time.Time
+}
+
+var (
+	_ breaker.CircuitBreaker = (*Breaker)(nil)
+	_ breaker.PermitRecorder = (*Breaker)(nil)
+)
+
+// New returns a fleet breaker on client (a *redis.Client, a cluster or a
+// failover client), or an error for a missing Name or a Config field out of
+// range. It reads the shared state once, waiting at most OpTimeout, so that a
+// replica joining a fleet whose breaker is open starts open; if Redis is
+// unreachable it starts as a local breaker and keeps trying. It starts four
+// goroutines (a subscriber, a refresher, a writer, and one that mirrors the
+// shared state into the local view); Close stops them.
+func New(client redis.UniversalClient, cfg Config) (*Breaker, error) {
+	if client == nil {
+		return nil, errors.New("redisbreaker: nil Redis client")
+	}
+	cfg, err := cfg.normalize()
+	if err != nil {
+		return nil, err
+	}
+	b := &Breaker{
+		client:  client,
+		cfg:     cfg,
+		clock:   clock.Or(cfg.Clock),
+		hook:    cfg.OnStateChange,
+		ratio:   cfg.FailureRatio > 0,
+		ops:     make(chan op, opQueue),
+		applyCh: make(chan snapshot, applyQueue),
+		wake:    make(chan struct{}, 1),
+		done:    make(chan struct{}),
+	}
+	lc := cfg.Config
+	lc.OnStateChange = b.onLocalChange
+	if b.local, err = breaker.New(lc); err != nil {
+		return nil, err
+	}
+	base := cfg.Prefix + "{" + cfg.Name + "}:"
+	b.channel = base + "events"
+	b.keys = []string{base + "state"}
+	for i := range cfg.HalfOpenProbes {
+		b.keys = append(b.keys, base+"probe:"+strconv.Itoa(i))
+	}
+	b.ctx, b.cancel = context.WithCancel(context.Background())
+
+	// The first read is applied here, before any goroutine runs, so that New
+	// returns a breaker that already knows the fleet is open.
+	s, err := b.bounded(func(ctx context.Context) (snapshot, error) { return b.readState(ctx) }, nil)
+	if err != nil {
+		b.markDown(err)
+	} else {
+		s.resync = true
+		b.adopt(s)
+	}
+	// No channel yet, so this does not connect: the subscriber does, off
+	// New's path.
+	b.ps = client.Subscribe(b.ctx)
+
+	b.wg.Add(4)
+	go b.subscribeLoop()
+	go b.refreshLoop()
+	go b.writeLoop()
+	go b.applyLoop()
+	return b, nil
+}
+
+// Close stops the background goroutines and waits for them. Writes still
+// queued are dropped. The breaker goes on answering as a local breaker
+// afterwards, without Redis. It does not close the client. Do not call it
+// from OnStateChange.
+func (b *Breaker) Close() error {
+	b.lifeMu.Lock()
+	b.once.Do(func() {
+		close(b.done)
+		b.cancel()
+		b.subscribed.Store(false)
+		b.ps.Close()
+	})
+	b.lifeMu.Unlock()
+	b.wg.Wait()
+	return nil
+}
+
+// Name returns Config.Name.
+func (b *Breaker) Name() string { return b.cfg.Name }
+
+// Connected reports whether the breaker is sharing its state: its last Redis
+// call succeeded and it is subscribed to the fleet's events. While it is
+// false the breaker acts as a local breaker.
+func (b *Breaker) Connected() bool {
+	return !b.down.Load() && b.subscribed.Load() && !b.closed()
+}
+
+// Allow reports whether a call may go ahead, as breaker.Breaker.Allow does: a
+// caller admitted while half-open is the fleet's probe and must report with
+// RecordSuccess or RecordFailure.
+func (b *Breaker) Allow() bool {
+	if b.local.State() == breaker.Closed {
+		return true
+	}
+	return b.allowSlow()
+}
+
+func (b *Breaker) allowSlow() bool {
+	p, err := b.acquireSlow()
+	if err != nil {
+		return false
+	}
+	if p.Probe() {
+		b.mu.Lock()
+		b.plain = append(b.plain, p)
+		b.plainN.Store(int32(len(b.plain)))
+		b.mu.Unlock()
+	}
+	return true
+}
+
+// Acquire asks to make one call. It returns a Permit to report the outcome
+// on, or an *breaker.OpenError when the fleet's breaker refuses. On a closed
+// breaker it makes no Redis call; in half-open it takes a probe lease in
+// Redis, waiting at most OpTimeout.
+func (b *Breaker) Acquire() (breaker.Permit, error) {
+	gen := b.gen.Load()
+	if b.local.State() == breaker.Closed {
+		return breaker.NewPermit(b, gen, false), nil
+	}
+	return b.acquireSlow()
+}
+
+// acquireSlow admits a caller when the local view is not closed.
+func (b *Breaker) acquireSlow() (breaker.Permit, error) {
+	lp, err := b.local.Acquire()
+	if err != nil {
+		return breaker.Permit{}, err // open, or every local probe slot taken
+	}
+	if !lp.Probe() {
+		lp.Release()
+		return breaker.NewPermit(b, b.gen.Load(), false), nil
+	}
+	if b.down.Load() || b.closed() {
+		return b.localProbe(lp), nil
+	}
+	now := b.nowMs()
+	if now < b.busyUntil.Load() {
+		lp.Release()
+		return breaker.Permit{}, b.halfOpenError()
+	}
+
+	token := b.cfg.ReplicaID + ":" + strconv.FormatUint(b.seq.Add(1), 10)
+	untilMs, failures := b.localOpenUntil()
+	s, err := b.bounded(func(ctx context.Context) (snapshot, error) {
+		return b.run(ctx, acquireScript, token, ms(b.cfg.leaseTTL()), untilMs, failures)
+	}, func(s snapshot) {
+		// We stopped waiting: give back a lease nobody will use.
+		if s.code == codeGranted {
+			b.send(op{kind: opProbe, outcome: breaker.Neutral, gen: s.gen, token: token, slot: int(s.a)})
+		}
+	})
+	if err != nil {
+		b.markDown(err)
+		return b.localProbe(lp), nil
+	}
+	b.apply(s)
+	switch s.code {
+	case codeGranted:
+		return breaker.NewPermit(&probe{b: b, local: lp, token: token, gen: s.gen, slot: int(s.a)}, 0, true), nil
+	case codeBusy:
+		lp.Release()
+		b.busyUntil.Store(s.b)
+		return breaker.Permit{}, b.halfOpenError()
+	case codeClosed:
+		// Another replica's probe closed the fleet; the mirror will close
+		// the local view.
+		lp.Release()
+		return breaker.NewPermit(b, b.gen.Load(), false), nil
+	default: // codeOpen: another replica's probe failed and reopened it
+		lp.Release()
+		return breaker.Permit{}, &breaker.OpenError{Name: b.cfg.Name, State: breaker.Open,
+			RetryIn: time.Duration(s.until-now) * time.Millisecond}
+	}
+}
+
+func (b *Breaker) halfOpenError() error {
+	return &breaker.OpenError{Name: b.cfg.Name, State: breaker.HalfOpen}
+}
+
+// localProbe is a probe decided by the local breaker alone, while Redis is
+// unreachable.
+func (b *Breaker) localProbe(lp breaker.Permit) breaker.Permit {
+	return breaker.NewPermit(&probe{b: b, local: lp}, 0, true)
+}
+
+// localOpenUntil is the local view's open-until (Unix ms) and failure count,
+// for pushing it to the fleet.
+func (b *Breaker) localOpenUntil() (untilMs, failures int64) {
+	d, _ := b.local.UntilRetry()
+	return b.nowMs() + ms(d), int64(b.local.ConsecutiveFailures())
+}
+
+// RecordSuccess reports a successful call, as breaker.Breaker.RecordSuccess
+// does. With no failures recorded anywhere it makes no Redis call.
+func (b *Breaker) RecordSuccess() {
+	if b.plainN.Load() == 0 && b.quiet() {
+		return
+	}
+	b.successSlow()
+}
+
+// successSlow is kept out of RecordSuccess so that RecordSuccess inlines.
+func (b *Breaker) successSlow() {
+	if b.plainN.Load() != 0 || b.local.State() != breaker.Closed {
+		b.recordPlain(breaker.Success)
+		return
+	}
+	b.closedSuccess()
+}
+
+// RecordFailure reports a failed call, as breaker.Breaker.RecordFailure does.
+// The shared count is updated in the background.
+func (b *Breaker) RecordFailure() {
+	if b.local.State() == breaker.Closed {
+		b.closedFailure()
+		return
+	}
+	b.recordPlain(breaker.Failure)
+}
+
+// RecordPermit implements breaker.PermitRecorder for permits issued on a
+// closed breaker; probes report through their own recorder.
+func (b *Breaker) RecordPermit(gen uint64, _ bool, o breaker.Outcome) {
+	if gen != b.gen.Load() {
+		return // from before a transition
+	}
+	switch o {
+	case breaker.Success:
+		if !b.quiet() {
+			b.closedSuccess()
+		}
+	case breaker.Failure:
+		b.closedFailure()
+	}
+}
+
+// quiet reports that a success has nothing to do: no failure to reset here
+// or in the fleet, no ratio window to feed. It is three loads and no clock
+// read, which is the healthy path's whole cost. When the local view is open
+// with no failures of its own (a trip mirrored from the fleet) a success is
+// quiet too, which is right: it comes from a call admitted before the trip.
+func (b *Breaker) quiet() bool {
+	return b.local.ConsecutiveFailures() == 0 && b.remoteFailures.Load() == 0 && !b.ratio
+}
+
+func (b *Breaker) closedSuccess() {
+	b.local.RecordSuccess()
+	// Load before Swap: a success only writes the word when there is a count
+	// to reset, so cores do not fight over it.
+	if b.remoteFailures.Load() != 0 && b.remoteFailures.Swap(0) != 0 {
+		b.send(op{kind: opReset})
+	}
+}
+
+func (b *Breaker) closedFailure() {
+	b.local.RecordFailure()
+	b.remoteFailures.Add(1)
+	b.send(op{kind: opFailure})
+	if !b.remoteOpen.Load() && b.local.State() != breaker.Closed {
+		b.ownTrip.Store(true)
+		b.pushTrip() // this replica tripped on its own: tell the fleet
+	}
+}
+
+// recordPlain reports the outcome of the oldest probe admitted by Allow. With
+// none awaiting, the outcome is from a call admitted before the trip and is
+// ignored, as the local breaker ignores it.
+func (b *Breaker) recordPlain(o breaker.Outcome) {
+	b.mu.Lock()
+	if len(b.plain) == 0 {
+		b.mu.Unlock()
+		return
+	}
+	p := b.plain[0]
+	b.plain = b.plain[1:]
+	b.plainN.Store(int32(len(b.plain)))
+	b.mu.Unlock()
+	p.Record(o)
+}
+
+// probe records the outcome of a half-open probe: on the local breaker, and
+// on the fleet's lease when it holds one.
+type probe struct {
+	b     *Breaker
+	local breaker.Permit
+	token string // "" for a local-only probe (Redis was unreachable)
+	gen   int64
+	slot  int
+}
+
+func (p *probe) RecordPermit(_ uint64, _ bool, o breaker.Outcome) {
+	p.local.Record(o)
+	if o == breaker.Failure {
+		p.b.ownTrip.Store(true) // reopened on this replica's evidence
+	}
+	if p.token == "" {
+		return
+	}
+	if o == breaker.Neutral {
+		p.b.busyUntil.Store(0) // our slot is free again
+	}
+	p.b.send(op{kind: opProbe, outcome: o, gen: p.gen, token: p.token, slot: p.slot})
+}
+
+// onLocalChange is the local breaker's OnStateChange.
+func (b *Breaker) onLocalChange(name string, from, to breaker.State) {
+	b.gen.Add(1)
+	if to == breaker.Closed {
+		b.remoteFailures.Store(0) // a close, here or in the fleet, clears the count
+	}
+	if to != breaker.HalfOpen {
+		b.mu.Lock()
+		b.plain = nil // probes of a round that is over
+		b.plainN.Store(0)
+		b.mu.Unlock()
+	}
+	if b.hook != nil {
+		b.hook(name, from, to)
+	}
+}
+
+// State reports the state, HalfOpen as soon as the cooldown is over.
+func (b *Breaker) State() breaker.State { return b.local.State() }
+
+// Degraded reports whether the breaker is open or half-open.
+func (b *Breaker) Degraded() bool { return b.local.Degraded() }
+
+// UntilRetry reports how long until the fleet admits a probe: the rest of the
+// cooldown when open, 0 when half-open. ok is false when closed.
+func (b *Breaker) UntilRetry() (time.Duration, bool) { return b.local.UntilRetry() }
+
+// ConsecutiveFailures returns the larger of this replica's count and the
+// fleet's as last seen.
+func (b *Breaker) ConsecutiveFailures() int {
+	return max(b.local.ConsecutiveFailures(), int(b.remoteFailures.Load()))
+}
+
+// Status reports the breaker for a health endpoint.
+func (b *Breaker) Status() breaker.Status {
+	st := b.local.Status()
+	st.ConsecutiveFailures = max(st.ConsecutiveFailures, int(b.remoteFailures.Load()))
+	return st
+}
+
+func (b *Breaker) nowMs() int64 { return b.clock.Now().UnixMilli() }
+
+// bounded runs fn with an OpTimeout context and returns within OpTimeout of
+// real time even if the client does not honour the context. fn then finishes
+// in the background and its result goes to abandon, if set.
+func (b *Breaker) bounded(fn func(context.Context) (snapshot, error), abandon func(snapshot)) (snapshot, error) {
+	type result struct {
+		s   snapshot
+		err error
+	}
+	// lifeMu orders this Add before Close's Wait: a probe lease may be asked
+	// for while the breaker is being closed.
+	b.lifeMu.RLock()
+	if b.closed() {
+		b.lifeMu.RUnlock()
+		return snapshot{}, errClosed
+	}
+	b.wg.Add(1)
+	b.lifeMu.RUnlock()
+	ctx, cancel := context.WithTimeout(b.ctx, b.cfg.OpTimeout)
+	ch := make(chan result, 1)
+	var claimed atomic.Bool // whoever sets it first decides who gets the result
+	go func() {
+		defer b.wg.Done()
+		defer cancel()
+		s, err := fn(ctx)
+		if claimed.CompareAndSwap(false, true) {
+			ch <- result{s, err}
+		} else if err == nil && abandon != nil {
+			abandon(s)
+		}
+	}()
+	timer := time.NewTimer(b.cfg.OpTimeout)
+	defer timer.Stop()
+	select {
+	case r := <-ch:
+		return r.s, r.err
+	case <-timer.C:
+		if claimed.CompareAndSwap(false, true) {
+			return snapshot{}, context.DeadlineExceeded
+		}
+		r := <-ch
+		return r.s, r.err
+	}
+}
+
+// markDown records that Redis is unreachable and warns, at most once per
+// WarnInterval.
+func (b *Breaker) markDown(err error) {
+	if b.closed() {
+		return
+	}
+	b.down.Store(true)
+	now := b.clock.Now()
+	b.warnMu.Lock()
+	warn := !b.warned || now.Sub(b.lastWarn) >= b.cfg.WarnInterval
+	if warn {
+		b.warned, b.lastWarn = true, now
+	}
+	b.warnMu.Unlock()
+	if warn {
+		b.logger().LogAttrs(context.Background(), slog.LevelWarn,
+			"circuit breaker: Redis unreachable, using local state",
+			slog.String("breaker", b.cfg.Name), slog.String("error", err.Error()))
+	}
+}
+
+func (b *Breaker) logger() *slog.Logger {
+	if b.cfg.Logger != nil {
+		return b.cfg.Logger
+	}
+	return slog.Default()
+}
+
+func (b *Breaker) closed() bool {
+	select {
+	case <-b.done:
+		return true
+	default:
+		return false
+	}
+}
