@@ -2,7 +2,7 @@
 // service reads (model status, model statistics and workers) and keeps
 // answering, from the last good copy, while the AI Horde API is slow or down.
 //
-//	hordeproxy [--listen 127.0.0.1:8080] [--horde-url URL]
+//	hordeproxy [--listen 127.0.0.1:8080] [--horde-url URL] [--redis ADDR]
 //
 // Endpoints:
 //
@@ -16,7 +16,9 @@
 // A copy served because the API could not be read carries X-Horde-Stale:
 // true and its Age; with no copy at all the answer is 502 with a JSON error.
 // See horde.NewHandler. The API's URL comes from --horde-url, else
-// $AI_HORDE_URL, else $HORDE_URL, else https://aihorde.net/api/.
+// $AI_HORDE_URL, else $HORDE_URL, else https://aihorde.net/api/. With
+// --redis the cache lives in Redis, shared by replicas and kept across
+// restarts; without it, in memory.
 package main
 
 import (
@@ -36,8 +38,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/hordekit/httpretry/horde"
+	"github.com/hordekit/httpretry/horde/rediscache"
 	"github.com/hordekit/httpretry/metrics"
 )
 
@@ -66,6 +70,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	listen := fs.String("listen", "127.0.0.1:8080", "address to serve on")
 	hordeURL := fs.String("horde-url", "",
 		"AI Horde API base URL (default $AI_HORDE_URL, else $HORDE_URL, else "+horde.DefaultBaseURL+")")
+	redisAddr := fs.String("redis", "", "Redis host:port for a cache shared by replicas and kept across restarts (default: in memory)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -90,6 +95,14 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	client := &horde.Client{BaseURL: *hordeURL, Logger: logger, Observer: m.Observe}
 	m.WatchBreaker(horde.APIBreaker)
 	defer client.CloseIdleConnections()
+	if *redisAddr != "" {
+		// rediscache.New makes no Redis call: the proxy starts, and serves
+		// from the API, while Redis is down.
+		rdb := redis.NewClient(&redis.Options{Addr: *redisAddr, ContextTimeoutEnabled: true})
+		defer rdb.Close()
+		client.Store = rediscache.New(rdb, rediscache.Options{})
+		logger.Info("hordeproxy cache in Redis", "addr", *redisAddr, "prefix", rediscache.DefaultPrefix)
+	}
 	base, err := client.ResolvedBaseURL()
 	if err != nil {
 		fmt.Fprintln(stderr, "hordeproxy:", err)
