@@ -89,7 +89,12 @@ func (p Policy) Wait(n int, prev time.Duration, u float64) time.Duration {
 	default:
 		w = lo + u*(min(hi, lo*pow2(n))-lo)
 	}
-	return time.Duration(min(max(w, 0), hi))
+	if w >= hi {
+		// float64(MaxWait) may round above math.MaxInt64, where the
+		// conversion would wrap negative.
+		return p.maxWait()
+	}
+	return time.Duration(max(w, 0))
 }
 
 // pow2 is 2^k for k >= 0, saturating to +Inf instead of overflowing.

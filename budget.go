@@ -3,6 +3,7 @@ package httpretry
 import (
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"time"
 
@@ -50,9 +51,9 @@ type BudgetConfig struct {
 // Validate reports the first invalid field, by name, or nil.
 func (c BudgetConfig) Validate() error {
 	switch {
-	case c.Ratio < 0 || c.Ratio > 1000:
+	case math.IsNaN(c.Ratio) || c.Ratio < 0 || c.Ratio > 1000:
 		return fmt.Errorf("httpretry: BudgetConfig.Ratio must be in [0, 1000] (got %v)", c.Ratio)
-	case c.PerSecond < 0:
+	case math.IsNaN(c.PerSecond) || math.IsInf(c.PerSecond, 0) || c.PerSecond < 0:
 		return fmt.Errorf("httpretry: BudgetConfig.PerSecond must not be negative (got %v)", c.PerSecond)
 	case c.Window < 0:
 		return fmt.Errorf("httpretry: BudgetConfig.Window must not be negative (got %v)", c.Window)

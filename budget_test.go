@@ -1,6 +1,7 @@
 package httpretry
 
 import (
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -63,25 +64,29 @@ func TestBudgetForgetsOldTraffic(t *testing.T) {
 	for range 10 {
 		b.Deposit()
 	}
-	if got := b.Balance(); got != 5 {
-		t.Fatalf("balance after 10 deposits at 50%% = %d, want 5", got)
-	}
-	for range 5 {
+	for range 3 {
 		if !b.Withdraw() {
 			t.Fatal("withdraw refused with balance left")
 		}
 	}
-	if b.Withdraw() {
-		t.Fatal("withdraw allowed with an empty budget")
+	if got := b.Balance(); got != 2 {
+		t.Fatalf("balance after 10 deposits at 50%% and 3 withdrawals = %d, want 2", got)
 	}
 	f.Advance(11 * time.Second)
 	if got := b.Balance(); got != 0 {
 		t.Fatalf("balance after the window = %d, want 0 (deposits forgotten)", got)
 	}
-	b.Deposit()
-	b.Deposit()
-	if got := b.Balance(); got != 1 {
-		t.Fatalf("balance = %d, want 1 (old withdrawals forgotten too)", got)
+	for range 4 {
+		b.Deposit()
+	}
+	if got := b.Balance(); got != 2 {
+		t.Fatalf("balance = %d, want 2 (old deposits and withdrawals forgotten)", got)
+	}
+	for range 2 {
+		b.Withdraw()
+	}
+	if b.Withdraw() {
+		t.Fatal("withdraw allowed with an empty budget")
 	}
 }
 
@@ -91,6 +96,9 @@ func TestBudgetConfigValidation(t *testing.T) {
 		want string
 	}{
 		{BudgetConfig{Ratio: -0.1}, "BudgetConfig.Ratio"},
+		{BudgetConfig{Ratio: math.NaN()}, "BudgetConfig.Ratio"},
+		{BudgetConfig{PerSecond: math.NaN()}, "BudgetConfig.PerSecond"},
+		{BudgetConfig{PerSecond: math.Inf(1)}, "BudgetConfig.PerSecond"},
 		{BudgetConfig{PerSecond: -1}, "BudgetConfig.PerSecond"},
 		{BudgetConfig{Window: -time.Second}, "BudgetConfig.Window"},
 		{BudgetConfig{Window: time.Millisecond}, "BudgetConfig.Window"},

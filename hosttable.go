@@ -57,18 +57,35 @@ func (h *hostTable[V]) insert(host string) V {
 	return e.v
 }
 
-// evictLocked forgets the entries used longest ago, half of the table, so
-// that a stream of new hosts pays for eviction once per max/2 inserts.
+// evictLocked forgets half of the table, the entries used longest ago, so
+// that a stream of new hosts pays for eviction once per max/2 inserts. Many
+// entries can share a stamp (every host used since the last insert has the
+// newest one), so ties at the cut are broken arbitrarily, never by
+// forgetting them all.
 func (h *hostTable[V]) evictLocked() {
-	var stamps []int64
+	stamps := make([]int64, 0, len(h.m))
 	for _, e := range h.m {
 		stamps = append(stamps, e.used.Load())
 	}
 	slices.Sort(stamps)
-	cut := stamps[len(stamps)/2]
+	drop := len(stamps) / 2
+	cut := stamps[drop-1]
 	for k, e := range h.m {
-		if e.used.Load() <= cut {
+		if drop == 0 {
+			break
+		}
+		if e.used.Load() < cut {
 			delete(h.m, k)
+			drop--
+		}
+	}
+	for k, e := range h.m {
+		if drop == 0 {
+			break
+		}
+		if e.used.Load() == cut {
+			delete(h.m, k)
+			drop--
 		}
 	}
 }

@@ -300,7 +300,8 @@ func (p *Policy) checkTime(ctx context.Context, clk clock.Clock, n int, wait tim
 		return nil
 	}
 	now := clk.Now()
-	if p.MaxElapsed > 0 && now.Sub(start)+wait >= p.MaxElapsed {
+	// Subtract rather than add: a huge Retry-After must not wrap around.
+	if p.MaxElapsed > 0 && wait >= p.MaxElapsed-now.Sub(start) {
 		return &RetryError{Err: err, Attempts: n, Reason: StopMaxElapsed, limit: p.MaxElapsed}
 	}
 	if hasDeadline && deadline.Sub(now) <= wait {

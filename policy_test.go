@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -460,5 +461,41 @@ func TestDoSuccessAllocatesNothing(t *testing.T) {
 	fn := func(context.Context) error { return nil }
 	if n := testing.AllocsPerRun(1000, func() { _ = p.Do(ctx, fn) }); n != 0 {
 		t.Fatalf("Policy.Do allocates %v times per successful call, want 0", n)
+	}
+}
+
+func TestMaxElapsedHoldsAgainstAHugeRetryAfter(t *testing.T) {
+	p, f, rec := autoPolicy(Policy{MaxElapsed: time.Second, MaxRetryAfter: math.MaxInt64}, 1)
+	err := p.Do(context.Background(), func(context.Context) error {
+		return statusErr(503, http.Header{"Retry-After": {"99999999999999999999"}})
+	})
+	if re, ok := errors.AsType[*RetryError](err); !ok || re.Reason != StopMaxElapsed {
+		t.Fatalf("Do = %v, want StopMaxElapsed", err)
+	}
+	if len(rec.waits) != 0 || !f.Now().Equal(epoch) {
+		t.Fatalf("waited %v, want no wait at all", rec.waits)
+	}
+}
+
+func TestWaitNeverWrapsNegative(t *testing.T) {
+	for b := ExponentialJitter; b <= Constant; b++ {
+		p := Policy{Backoff: b, MinWait: math.MaxInt64, MaxWait: math.MaxInt64}
+		for _, u := range []float64{0, 0.5, 0.9999} {
+			if w := p.Wait(3, math.MaxInt64, u); w < 0 {
+				t.Errorf("%v: Wait = %v, negative", b, w)
+			}
+		}
+	}
+}
+
+func TestRedactsQuotedURLsInErrors(t *testing.T) {
+	// url.Error prints its URL with %q, escaping the quotes in the query.
+	raw := `http://127.0.0.1:1/x?filter={"a":1}&api_key=SECRET`
+	err := &url.Error{Op: "Get", URL: raw, Err: syscall.ECONNREFUSED}
+	re := &RetryError{Err: err, Attempts: 3}
+	for _, msg := range []string{redactedError(err), re.Error()} {
+		if strings.Contains(msg, "SECRET") || !strings.Contains(msg, "api_key=REDACTED") {
+			t.Fatalf("message not redacted: %s", msg)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package httpretry
 import (
 	"errors"
 	"net/url"
+	"strconv"
 	"strings"
 )
 
@@ -95,6 +96,9 @@ func redactedError(err error) string {
 	msg := err.Error()
 	if ue, ok := errors.AsType[*url.Error](err); ok && ue.URL != "" {
 		if safe := RedactURLString(ue.URL); safe != ue.URL {
+			// url.Error prints the URL with %q, which escapes quotes and
+			// backslashes; replace that form first, then the raw one.
+			msg = strings.ReplaceAll(msg, strconv.Quote(ue.URL), strconv.Quote(safe))
 			msg = strings.ReplaceAll(msg, ue.URL, safe)
 		}
 	}

@@ -331,8 +331,9 @@ func (c *call) run() (*http.Response, error) {
 			c.finish(nil, err, outcome)
 			return nil, stop
 		}
+		whole := true
 		if resp != nil {
-			discard(resp)
+			whole = detach(resp)
 		}
 		c.endAttempt()
 		p.announce(ctx, attempt, wait, failure,
@@ -341,14 +342,40 @@ func (c *call) run() (*http.Response, error) {
 			StatusCode: statusOf(resp), Err: err, Wait: wait})
 		if serr := clock.Sleep(ctx, clk, wait); serr != nil {
 			c.permit.Release()
-			return nil, &RetryError{Err: failure, Attempts: attempt, Reason: StopCanceled, cause: serr}
+			return nil, c.giveUp(resp, err, &RetryError{Err: failure, Attempts: attempt, Reason: StopCanceled, cause: serr})
+		}
+		if open := c.openedMeanwhile(); open != nil {
+			// The breaker opened during the wait: the next attempt would
+			// only add to the load it is there to shed.
+			stop := c.giveUp(resp, err, &RetryError{Err: failure, Attempts: attempt, Reason: StopBreakerOpen, cause: open})
+			if resp != nil && whole {
+				return c.finish(resp, nil, outcome)
+			}
+			c.finish(nil, err, outcome)
+			return nil, stop
 		}
 		prev = wait
-		if err := c.nextBody(attempt); err != nil {
+		if stop := c.nextBody(attempt); stop != nil {
 			c.permit.Release()
-			return nil, err
+			return nil, c.giveUp(resp, nil, stop)
 		}
 	}
+}
+
+// giveUp reports a loop that ends after a wait and returns its error.
+func (c *call) giveUp(resp *http.Response, err error, stop *RetryError) *RetryError {
+	c.t.observe(Event{Kind: EventGiveUp, Method: c.req.Method, Host: c.host, Attempt: stop.Attempts,
+		StatusCode: statusOf(resp), Err: err, Reason: stop.Reason})
+	return stop
+}
+
+// openedMeanwhile returns the breaker's refusal when, with one outcome per
+// logical call, another call opened it since this one was admitted.
+func (c *call) openedMeanwhile() error {
+	if c.cb == nil || c.t.BreakerPerAttempt {
+		return nil
+	}
+	return openError(c.cb)
 }
 
 // retryable reports whether the attempt's result calls for another one,
@@ -380,14 +407,13 @@ func (c *call) decide(ctx context.Context, clk clock.Clock, attempt int, prev ti
 	if stop != nil {
 		return 0, stop
 	}
-	if c.cb != nil && !t.BreakerPerAttempt {
-		// Another call may have opened the breaker while this one was
-		// failing: retrying into an open breaker is the storm it exists to
-		// stop. This call's own outcome still reaches it, and is ignored
-		// there if it belongs to the state before the trip.
-		if open := openError(c.cb); open != nil {
-			return 0, &RetryError{Err: failure, Attempts: attempt, Reason: StopBreakerOpen, cause: open}
-		}
+	// Another call may have opened the breaker while this one was failing:
+	// retrying into an open breaker is the storm it exists to stop. This
+	// call's own outcome still reaches it, and is ignored there if it
+	// belongs to the state before the trip. The check is made again after
+	// the wait.
+	if open := c.openedMeanwhile(); open != nil {
+		return 0, &RetryError{Err: failure, Attempts: attempt, Reason: StopBreakerOpen, cause: open}
 	}
 	if c.budget != nil && !c.budget.Withdraw() {
 		return 0, &RetryError{Err: failure, Attempts: attempt, Reason: StopBudget, cause: ErrBudgetExhausted}
@@ -411,7 +437,11 @@ func (c *call) decide(ctx context.Context, clk clock.Clock, attempt int, prev ti
 func (c *call) finish(resp *http.Response, err error, outcome breaker.Outcome) (*http.Response, error) {
 	c.permit.Record(outcome)
 	if c.cancel != nil {
-		if resp != nil && resp.Body != nil {
+		if rw, ok := bodyWriter(resp); ok {
+			// A protocol switch (101) hands over a writable connection,
+			// which must stay writable; the attempt's deadline bounds it too.
+			resp.Body = &cancelOnCloseRW{ReadWriteCloser: rw, cancel: c.cancel}
+		} else if resp != nil && resp.Body != nil {
 			resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: c.cancel}
 		} else {
 			c.cancel()
@@ -488,7 +518,7 @@ func (c *call) prepareBody() error {
 	return nil
 }
 
-func (c *call) nextBody(attempt int) error {
+func (c *call) nextBody(attempt int) *RetryError {
 	if c.getBody == nil {
 		c.body = c.req.Body // nil or http.NoBody
 		return nil
@@ -518,6 +548,25 @@ func (b *cancelOnClose) Close() error {
 	err := b.ReadCloser.Close()
 	b.cancel()
 	return err
+}
+
+type cancelOnCloseRW struct {
+	io.ReadWriteCloser
+	cancel context.CancelFunc
+}
+
+func (b *cancelOnCloseRW) Close() error {
+	err := b.ReadWriteCloser.Close()
+	b.cancel()
+	return err
+}
+
+func bodyWriter(resp *http.Response) (io.ReadWriteCloser, bool) {
+	if resp == nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		return nil, false
+	}
+	rw, ok := resp.Body.(io.ReadWriteCloser)
+	return rw, ok
 }
 
 // idempotent reports whether sending req twice has the effect of sending it
@@ -582,16 +631,31 @@ func statusOf(resp *http.Response) int {
 	return resp.StatusCode
 }
 
-// discard drains a response that will not be returned, so its connection
-// goes back to the pool, and closes it. A body larger than drainLimit is cut
-// off: that closes one connection, never the pool.
-func discard(resp *http.Response) {
-	if resp.Body == nil {
-		return
+// detach reads a failed response into memory, up to drainLimit, and closes
+// it, so that its connection goes back to the pool during the wait while
+// the response can still be returned if the loop ends after the wait. It
+// reports whether the whole body fit; past the limit the rest is cut off
+// (closing that one connection, never the pool) and the body reads as an
+// error.
+func detach(resp *http.Response) bool {
+	if resp.Body == nil || resp.Body == http.NoBody {
+		return true
 	}
-	_, _ = io.CopyN(io.Discard, resp.Body, drainLimit)
+	buf, err := io.ReadAll(io.LimitReader(resp.Body, drainLimit+1))
 	resp.Body.Close()
+	if err != nil || len(buf) > drainLimit {
+		resp.Body = io.NopCloser(errReader{errDiscarded})
+		return false
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(buf))
+	return true
 }
+
+type errReader struct{ err error }
+
+func (r errReader) Read([]byte) (int, error) { return 0, r.err }
+
+var errDiscarded = errors.New("httpretry: the body of this failed attempt was larger than 64 KiB and was discarded before retrying")
 
 func closeBody(req *http.Request) {
 	if req.Body != nil {

@@ -18,6 +18,9 @@ go vet ./...
 echo "== go test -race"
 go test -race -count=1 -timeout 8m ./...
 
+echo "== allocation checks (the race detector allocates, so they run without it)"
+go test -count=1 -run 'Alloc' ./...
+
 echo "== fuzz ParseRetryAfter (10s)"
 go test -run '^$' -fuzz '^FuzzParseRetryAfter$' -fuzztime 10s .
 
