@@ -131,7 +131,7 @@ func (c *Client) lookup(ctx context.Context, ep endpoint) (served, error) {
 		return served{}, err
 	}
 	key := ep.key()
-	have, ok, storeErr := c.load(ctx, key)
+	have, ok, storeErr := c.load(ctx, ep, key)
 	if ok && c.fresh(have) {
 		return c.serve(have, nil), nil
 	}
@@ -161,13 +161,22 @@ func (c *Client) lookup(ctx context.Context, ep endpoint) (served, error) {
 	return served{}, c.degraded(ep, err)
 }
 
-// load reads key's copy; a store that fails counts as having none.
-func (c *Client) load(ctx context.Context, key string) (copyOf, bool, error) {
+// load reads key's copy; a store that fails counts as having none, and so
+// does a copy that no longer passes ep's check (a shared store can hold
+// anything), which must be neither served nor taken as fresh.
+func (c *Client) load(ctx context.Context, ep endpoint, key string) (copyOf, bool, error) {
 	raw, at, ok, err := c.store.Get(ctx, key)
 	if err != nil {
 		c.logger().LogAttrs(ctx, slog.LevelWarn, "AI Horde cache read failed",
 			slog.String("key", key), slog.String("error", err.Error()))
 		return copyOf{}, false, fmt.Errorf("horde: reading the cache: %w", err)
+	}
+	if ok {
+		if err := ep.check(raw); err != nil {
+			c.logger().LogAttrs(ctx, slog.LevelWarn, "AI Horde cache copy ignored: it does not decode",
+				slog.String("key", key), slog.String("error", err.Error()))
+			return copyOf{}, false, nil
+		}
 	}
 	return copyOf{raw: raw, at: at}, ok, nil
 }
@@ -185,7 +194,7 @@ func (c *Client) refresh(ctx context.Context, ep endpoint, key string) (copyOf, 
 	// A caller can miss a flight that has just stored a fresh copy (it read
 	// the store before that flight ended and asks after): reading again
 	// costs one store read per refresh and saves an upstream request.
-	if cp, ok, _ := c.load(ctx, key); ok && c.fresh(cp) {
+	if cp, ok, _ := c.load(ctx, ep, key); ok && c.fresh(cp) {
 		return cp, nil
 	}
 	raw, err := c.fetch(ctx, ep)

@@ -231,3 +231,23 @@ func TestFreshForAndUserAgentFields(t *testing.T) {
 		t.Errorf("User-Agent %q", ua)
 	}
 }
+
+// A shared store can hold a copy that does not decode (written by another
+// version, or by hand): it must be neither served nor taken as fresh.
+func TestCopyThatDoesNotDecodeIsIgnored(t *testing.T) {
+	leaktest.Check(t)
+	srv := startFake(t)
+	c, clk, _ := newClient(t, srv.base())
+	store := &horde.MemoryStore{}
+	c.Store = store
+	if err := store.Set(context.Background(), "v2/workers?type=text", []byte("null"), clk.Now()); err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.Workers(context.Background(), horde.Text)
+	if err != nil || res.Stale || len(res.Value) != 4 {
+		t.Fatalf("with a bad copy stored: %d workers, stale=%v, %v; want a fresh fetch", len(res.Value), res.Stale, err)
+	}
+	if srv.Requests() != 1 {
+		t.Fatalf("upstream saw %d requests, want 1: the bad copy must not count as fresh", srv.Requests())
+	}
+}

@@ -75,11 +75,13 @@ const (
 // calls and admits a probe after 120 s. Every Client uses it unless its
 // Breaker field says otherwise, so that all the process's callers learn
 // together that the API is down.
-var APIBreaker = breaker.MustNew(breaker.Config{
-	Name:             "ai_horde",
-	FailureThreshold: 5,
-	Cooldown:         120 * time.Second,
-})
+var APIBreaker = breaker.MustNew(APIBreakerConfig())
+
+// APIBreakerConfig returns APIBreaker's settings, for a process that wants
+// its own instance with hooks attached (metrics on OnStateChange, a logger).
+func APIBreakerConfig() breaker.Config {
+	return breaker.Config{Name: "ai_horde", FailureThreshold: 5, Cooldown: 120 * time.Second}
+}
 
 var (
 	// ErrDegraded is matched (errors.Is) by the error of a call that could

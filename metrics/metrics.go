@@ -32,12 +32,20 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/hordekit/httpretry"
 	"github.com/hordekit/httpretry/breaker"
 )
+
+// MaxHosts is how many distinct host labels a Collector exports; events for
+// further hosts are counted under OtherHost.
+const MaxHosts = 256
+
+// OtherHost is the host label of events past MaxHosts distinct hosts.
+const OtherHost = "other"
 
 // Gauge values of httpretry_breaker_state.
 const (
@@ -65,9 +73,11 @@ type Collector struct {
 	state       *prometheus.Desc
 
 	// hosts caches each host's hot-path children so that Observe neither
-	// hashes label values nor allocates once a host has been seen. It grows
-	// with the hosts, as the vectors' own children do.
-	hosts sync.Map // string -> *hostMetrics
+	// hashes label values nor allocates once a host has been seen. Past
+	// MaxHosts hosts, new ones are counted under the label OtherHost, so a
+	// client calling arbitrary URLs cannot grow the series without bound.
+	hosts  sync.Map // string -> *hostMetrics
+	nhosts atomic.Int64
 
 	mu       sync.Mutex
 	sets     []*breaker.Set
@@ -136,16 +146,17 @@ func (c *Collector) Observe(e httpretry.Event) {
 		if int(e.Outcome) < len(h.attempts) {
 			h.attempts[e.Outcome].Inc()
 		} else {
-			c.attempts.WithLabelValues(e.Host, e.Outcome.String()).Inc()
+			c.attempts.WithLabelValues(c.label(e.Host), e.Outcome.String()).Inc()
 		}
 	case httpretry.EventRetry:
 		h := c.host(e.Host)
 		h.retries.Inc()
 		h.wait.Observe(e.Wait.Seconds())
 	case httpretry.EventGiveUp:
-		c.giveUps.WithLabelValues(e.Host, Reason(e.Reason)).Inc()
+		host := c.label(e.Host)
+		c.giveUps.WithLabelValues(host, Reason(e.Reason)).Inc()
 		if e.Reason == httpretry.StopBudget {
-			c.budget.WithLabelValues(e.Host).Inc()
+			c.budget.WithLabelValues(host).Inc()
 		}
 	case httpretry.EventRefused:
 		// A half-open refusal means the probe slots are taken, not that the
@@ -158,10 +169,21 @@ func (c *Collector) Observe(e httpretry.Event) {
 	}
 }
 
+// label returns host, or OtherHost once MaxHosts others have been seen.
+func (c *Collector) label(host string) string {
+	if _, ok := c.hosts.Load(host); ok || c.nhosts.Load() < MaxHosts {
+		return host
+	}
+	return OtherHost
+}
+
 // host returns the cached children for host, making them on first sight.
 func (c *Collector) host(host string) *hostMetrics {
 	if v, ok := c.hosts.Load(host); ok {
 		return v.(*hostMetrics)
+	}
+	if c.nhosts.Load() >= MaxHosts && host != OtherHost {
+		return c.host(OtherHost)
 	}
 	h := &hostMetrics{
 		retries: c.retries.WithLabelValues(host),
@@ -174,7 +196,10 @@ func (c *Collector) host(host string) *hostMetrics {
 	for _, o := range []breaker.Outcome{breaker.Neutral, breaker.Success, breaker.Failure} {
 		h.attempts[o] = c.attempts.WithLabelValues(host, o.String())
 	}
-	v, _ := c.hosts.LoadOrStore(host, h)
+	v, loaded := c.hosts.LoadOrStore(host, h)
+	if !loaded {
+		c.nhosts.Add(1)
+	}
 	return v.(*hostMetrics)
 }
 

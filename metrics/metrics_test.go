@@ -329,3 +329,37 @@ func BenchmarkObserve(b *testing.B) {
 
 // discardLogger keeps the breaker's transition logs out of the test output.
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+func TestHostLabelsAreBounded(t *testing.T) {
+	c, err := metrics.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range metrics.MaxHosts + 50 {
+		host := fmt.Sprintf("h%d.example", i)
+		c.Observe(httpretry.Event{Kind: httpretry.EventAttempt, Host: host, Outcome: breaker.Failure})
+		c.Observe(httpretry.Event{Kind: httpretry.EventGiveUp, Host: host, Reason: httpretry.StopBudget})
+	}
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(c)
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		hosts := map[string]bool{}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "host" {
+					hosts[l.GetValue()] = true
+				}
+			}
+		}
+		if len(hosts) > metrics.MaxHosts+1 {
+			t.Errorf("%s has %d host labels, want at most %d plus %q", f.GetName(), len(hosts), metrics.MaxHosts, metrics.OtherHost)
+		}
+		if len(hosts) > 0 && !hosts[metrics.OtherHost] {
+			t.Errorf("%s has no %q label for the hosts past the limit", f.GetName(), metrics.OtherHost)
+		}
+	}
+}

@@ -40,6 +40,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/hordekit/httpretry/breaker"
 	"github.com/hordekit/httpretry/horde"
 	"github.com/hordekit/httpretry/horde/rediscache"
 	"github.com/hordekit/httpretry/metrics"
@@ -90,10 +91,18 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "hordeproxy:", err)
 		return exitFailure
 	}
-	// The client uses the process-wide horde.APIBreaker, whose state the
-	// collector reads at each scrape.
-	client := &horde.Client{BaseURL: *hordeURL, Logger: logger, Observer: m.Observe}
-	m.WatchBreaker(horde.APIBreaker)
+	// The proxy's breaker has APIBreaker's settings plus the hooks that feed
+	// the metrics (transitions) and the log; the collector reads its state
+	// at each scrape.
+	cfg := horde.APIBreakerConfig()
+	cfg.OnStateChange, cfg.Logger = m.OnStateChange, logger
+	cb, err := breaker.New(cfg)
+	if err != nil {
+		fmt.Fprintln(stderr, "hordeproxy:", err)
+		return exitFailure
+	}
+	client := &horde.Client{BaseURL: *hordeURL, Logger: logger, Observer: m.Observe, Breaker: cb}
+	m.WatchBreaker(cb)
 	defer client.CloseIdleConnections()
 	if *redisAddr != "" {
 		// rediscache.New makes no Redis call: the proxy starts, and serves

@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -41,8 +40,10 @@ const (
 	// breaker is open or the retry budget is spent. Distinct from 4 because
 	// the upstream may be fine and waiting is the remedy.
 	getExitRefused = 5
-	// getExitTimeout: the --timeout deadline hit (or the next wait would have
-	// passed it), or the attempts ran out on --attempt-timeout.
+	// getExitTimeout: the --timeout deadline hit (or, after a network error,
+	// the next wait would have passed it), or the attempts ran out on
+	// --attempt-timeout. After an HTTP error status the response itself is
+	// the result, so that case exits 3.
 	getExitTimeout = 6
 	// getExitInterrupted: Ctrl-C; 128+SIGINT, the shell convention.
 	getExitInterrupted = 130
@@ -224,11 +225,9 @@ func parseGetArgs(args []string) (*getOptions, error) {
 		return nil, getUsagef("no URL given")
 	case 1:
 	default:
-		redacted := make([]string, len(positional))
-		for i, p := range positional {
-			redacted[i] = strconv.Quote(httpretry.RedactURLString(p))
-		}
-		return nil, getUsagef("one URL expected, got %d: %s", len(positional), strings.Join(redacted, " "))
+		// The extra words are not echoed: they are often a header value
+		// that lost its quotes, such as a bearer token.
+		return nil, getUsagef("one URL expected, got %d arguments (quote header values that contain spaces)", len(positional))
 	}
 	if o.url, err = getParseURL(positional[0]); err != nil {
 		return nil, err

@@ -23,7 +23,7 @@ const (
 	opTimeout = 150 * time.Millisecond
 	// latencyBound is the most a Store call may take while Redis is down or
 	// hung: OpTimeout plus room for a loaded machine.
-	latencyBound = opTimeout + 100*time.Millisecond
+	latencyBound = opTimeout + 500*time.Millisecond
 )
 
 // The fixtures are where the tests look for them; a missing directory fails
