@@ -160,9 +160,10 @@ type Breaker struct {
 
 	knownGen int64 // the newest generation adopted; owned by the applier
 
-	mu     sync.Mutex
-	plain  []breaker.Permit // probes admitted by Allow, awaiting RecordSuccess/RecordFailure
-	plainN atomic.Int32     // len(plain), read without the lock
+	mu       sync.Mutex
+	plain    []plainProbe  // probes admitted by Allow, awaiting RecordSuccess/RecordFailure
+	plainN   atomic.Int32  // len(plain), read without the lock
+	plainSeq atomic.Uint64 // orders Allow's local admissions
 
 	warnMu   sync.Mutex
 	warned   bool
@@ -272,17 +273,65 @@ func (b *Breaker) Allow() bool {
 }
 
 func (b *Breaker) allowSlow() bool {
-	p, err := b.acquireSlow()
+	lp, err := b.local.Acquire()
+	if err != nil {
+		return false // open, or every local probe slot taken
+	}
+	// Numbered as soon as the local breaker admits it, before the lease call,
+	// so that the number orders local admissions, not Redis replies.
+	seq := b.plainSeq.Add(1)
+	p, err := b.lease(lp)
 	if err != nil {
 		return false
 	}
 	if p.Probe() {
-		b.mu.Lock()
-		b.plain = append(b.plain, p)
-		b.plainN.Store(int32(len(b.plain)))
-		b.mu.Unlock()
+		b.keepPlain(plainProbe{permit: p, round: lp, seq: seq})
 	}
 	return true
+}
+
+// plainProbe is a probe admitted by Allow, awaiting RecordSuccess or
+// RecordFailure.
+type plainProbe struct {
+	permit breaker.Permit
+	// round is a copy of the local breaker's permit, used only for comparison
+	// and never to report. Permits of one breaker are equal exactly when
+	// their generation is, so two probes compare equal when the local
+	// breaker admitted them in the same half-open round.
+	round breaker.Permit
+	seq   uint64
+}
+
+// keepPlain stores a probe admitted by Allow. The list holds the probes of one
+// local round only. The local breaker abandons a round whose probes go
+// unreported for a Cooldown: it moves HalfOpen to HalfOpen under a new
+// generation and calls no OnStateChange, so onLocalChange does not clear the
+// list. The outcomes reported after that belong to the new round's probes.
+// Left at the head of the list, the abandoned probes would take those
+// outcomes, and the local breaker ignores them as being from an old
+// generation. So a probe of a new round drops the older round's probes. A
+// probe whose own round was abandoned while its lease call was out (it was
+// admitted before the probes already listed) is dropped instead. Dropped
+// probes are released, which frees any fleet lease they hold.
+func (b *Breaker) keepPlain(e plainProbe) {
+	var stale []plainProbe
+	b.mu.Lock()
+	if len(b.plain) > 0 && b.plain[0].round != e.round {
+		if b.plain[0].seq > e.seq {
+			b.mu.Unlock()
+			e.permit.Release()
+			return
+		}
+		stale, b.plain = b.plain, nil
+	}
+	b.plain = append(b.plain, e)
+	b.plainN.Store(int32(len(b.plain)))
+	b.mu.Unlock()
+	// Outside the lock: recording may run the local breaker's hooks, and
+	// onLocalChange takes b.mu.
+	for i := range stale {
+		stale[i].permit.Release()
+	}
 }
 
 // Acquire asks to make one call. It returns a Permit to report the outcome
@@ -303,6 +352,12 @@ func (b *Breaker) acquireSlow() (breaker.Permit, error) {
 	if err != nil {
 		return breaker.Permit{}, err // open, or every local probe slot taken
 	}
+	return b.lease(lp)
+}
+
+// lease completes an admission that the local breaker granted as lp. For a
+// probe, that means taking the fleet's lease.
+func (b *Breaker) lease(lp breaker.Permit) (breaker.Permit, error) {
 	if !lp.Probe() {
 		lp.Release()
 		return breaker.NewPermit(b, b.gen.Load(), false), nil
@@ -321,9 +376,11 @@ func (b *Breaker) acquireSlow() (breaker.Permit, error) {
 	s, err := b.bounded(func(ctx context.Context) (snapshot, error) {
 		return b.run(ctx, acquireScript, token, ms(b.cfg.leaseTTL()), untilMs, failures)
 	}, func(s snapshot) {
-		// We stopped waiting: give back a lease nobody will use.
+		// We stopped waiting: give back a lease nobody will use. This is done
+		// directly, not through the writer. The timeout has just marked Redis
+		// down, and the writer drops writes while it is.
 		if s.code == codeGranted {
-			b.send(op{kind: opProbe, outcome: breaker.Neutral, gen: s.gen, token: token, slot: int(s.a)})
+			b.releaseLease(s.gen, token, int(s.a))
 		}
 	})
 	if err != nil {
@@ -448,7 +505,7 @@ func (b *Breaker) recordPlain(o breaker.Outcome) {
 		b.mu.Unlock()
 		return
 	}
-	p := b.plain[0]
+	p := b.plain[0].permit
 	b.plain = b.plain[1:]
 	b.plainN.Store(int32(len(b.plain)))
 	b.mu.Unlock()

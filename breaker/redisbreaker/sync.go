@@ -96,6 +96,20 @@ func (b *Breaker) write(o op) {
 	b.apply(s)
 }
 
+// releaseLease gives back a probe lease that this replica was granted but
+// will not use: the reply granting it came after acquireSlow stopped waiting.
+// It is best effort and bounded by OpTimeout. Unlike the writer's writes, it
+// is tried even while Redis is marked down, because the call that marked it
+// down is usually this very lease call, whose reply was only late. A lease
+// left behind would keep the whole fleet from probing for a cooldown. A
+// failure is not reported and the lease expires on its own. It runs on
+// bounded's goroutine, which Close waits for.
+func (b *Breaker) releaseLease(gen int64, token string, slot int) {
+	ctx, cancel := context.WithTimeout(b.ctx, b.cfg.OpTimeout)
+	defer cancel()
+	_, _ = b.run(ctx, probeScript, gen, token, slot, breaker.Neutral.String(), b.cfg.HalfOpenProbes)
+}
+
 // refreshLoop reads the shared state every RefreshInterval: the safety net
 // under pub/sub, and the probe that notices Redis is back.
 func (b *Breaker) refreshLoop() {
