@@ -375,12 +375,15 @@ func (b *Breaker) lease(lp breaker.Permit) (breaker.Permit, error) {
 	untilMs, failures := b.localOpenUntil()
 	s, err := b.bounded(func(ctx context.Context) (snapshot, error) {
 		return b.run(ctx, acquireScript, token, ms(b.cfg.leaseTTL()), untilMs, failures)
-	}, func(s snapshot) {
-		// We stopped waiting: give back a lease nobody will use. This is done
-		// directly, not through the writer. The timeout has just marked Redis
-		// down, and the writer drops writes while it is.
-		if s.code == codeGranted {
-			b.releaseLease(s.gen, token, int(s.a))
+	}, func(s snapshot, err error, used bool) {
+		// Give back a lease nobody will use: one granted after we stopped
+		// waiting, or one Redis may have granted to a call that failed (with
+		// ContextTimeoutEnabled a slow grant is a timeout error, not a late
+		// success). Either way this request went ahead as a local probe. This
+		// is done directly, not through the writer: the failure has just
+		// marked Redis down, and the writer drops writes while it is.
+		if (err != nil && mayHaveRun(err)) || (err == nil && !used && s.code == codeGranted) {
+			b.releaseToken(token)
 		}
 	})
 	if err != nil {
@@ -580,8 +583,11 @@ func (b *Breaker) nowMs() int64 { return b.clock.Now().UnixMilli() }
 
 // bounded runs fn with an OpTimeout context and returns within OpTimeout of
 // real time even if the client does not honour the context. fn then finishes
-// in the background and its result goes to abandon, if set.
-func (b *Breaker) bounded(fn func(context.Context) (snapshot, error), abandon func(snapshot)) (snapshot, error) {
+// in the background. If settle is set, it gets fn's result on fn's goroutine
+// once fn has returned, whether or not bounded waited for it: used reports
+// that bounded returned that result to its caller. It runs off the caller's
+// path (the result has already been handed over) and Close waits for it.
+func (b *Breaker) bounded(fn func(context.Context) (snapshot, error), settle func(s snapshot, err error, used bool)) (snapshot, error) {
 	type result struct {
 		s   snapshot
 		err error
@@ -602,10 +608,12 @@ func (b *Breaker) bounded(fn func(context.Context) (snapshot, error), abandon fu
 		defer b.wg.Done()
 		defer cancel()
 		s, err := fn(ctx)
-		if claimed.CompareAndSwap(false, true) {
+		used := claimed.CompareAndSwap(false, true)
+		if used {
 			ch <- result{s, err}
-		} else if err == nil && abandon != nil {
-			abandon(s)
+		}
+		if settle != nil {
+			settle(s, err, used)
 		}
 	}()
 	timer := time.NewTimer(b.cfg.OpTimeout)

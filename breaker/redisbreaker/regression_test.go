@@ -1,9 +1,11 @@
 package redisbreaker_test
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"net"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -186,6 +188,203 @@ func TestLateLeaseReplyReleasesLease(t *testing.T) {
 	// The fleet can probe again at once, not a cooldown later.
 	if !b.Allow() {
 		t.Fatal("B: Allow() = false after the abandoned lease was released, want the fleet's probe")
+	}
+	b.RecordSuccess()
+	waitState(t, b, breaker.Closed, propagationBound)
+	eventually(t, propagationBound, "the fleet closed", func() bool {
+		st, err := admin.HGet(ctx, stateKey("api"), "state").Result()
+		return err == nil && st == "closed"
+	})
+}
+
+// slowReply is a go-redis dial hook that holds back, at the socket, the reply
+// to the next script call once armed, as a slow link or a Redis stalled after
+// running the script would. Unlike lateReply it works below the client: the
+// wrapped connection honours the read deadline go-redis sets. With
+// ContextTimeoutEnabled that deadline is the context's, so at OpTimeout the
+// client gets a timeout error, not a late success, although Redis has run
+// the script.
+type slowReply struct {
+	armed    atomic.Bool
+	held     chan struct{} // receives once a reply is held
+	resume   chan struct{} // closed by the test: the hold may time out now
+	gate     chan struct{} // closed to deliver the held reply at once
+	once     sync.Once
+	timedOut atomic.Bool // the held reply timed out: the client got an error
+}
+
+func newSlowReply() *slowReply {
+	return &slowReply{held: make(chan struct{}), resume: make(chan struct{}), gate: make(chan struct{})}
+}
+
+// deliver lets a held reply through. It is safe to call more than once.
+func (h *slowReply) deliver() { h.once.Do(func() { close(h.gate) }) }
+
+func (h *slowReply) DialHook(next redis.DialHook) redis.DialHook {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := next(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &slowConn{Conn: c, h: h}, nil
+	}
+}
+
+func (h *slowReply) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+
+func (h *slowReply) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// slowConn is one connection of a client with a slowReply hook.
+type slowConn struct {
+	net.Conn
+	h *slowReply
+
+	mu       sync.Mutex
+	deadline time.Time // the read deadline go-redis set
+	script   bool      // a script call was written; its reply comes next
+}
+
+func (c *slowConn) SetDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.deadline = t
+	c.mu.Unlock()
+	return c.Conn.SetDeadline(t)
+}
+
+func (c *slowConn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.deadline = t
+	c.mu.Unlock()
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *slowConn) Write(p []byte) (int, error) {
+	if c.h.armed.Load() && (bytes.Contains(p, []byte("\r\nevalsha\r\n")) || bytes.Contains(p, []byte("\r\neval\r\n"))) {
+		c.mu.Lock()
+		c.script = true
+		c.mu.Unlock()
+	}
+	return c.Conn.Write(p)
+}
+
+func (c *slowConn) Read(p []byte) (int, error) {
+	c.mu.Lock()
+	script := c.script
+	c.script = false
+	c.mu.Unlock()
+	if !script {
+		return c.Conn.Read(p)
+	}
+	n, err := c.Conn.Read(p) // the reply: Redis has run the script
+	// An error reply (NOSCRIPT, before go-redis falls back to EVAL) goes
+	// through; the hold is for the script's result.
+	if err != nil || n == 0 || p[0] == '-' || !c.h.armed.CompareAndSwap(true, false) {
+		return n, err
+	}
+	c.h.held <- struct{}{}
+	select {
+	case <-c.h.resume:
+	case <-c.h.gate:
+	}
+	c.mu.Lock()
+	deadline := c.deadline
+	c.mu.Unlock()
+	var expired <-chan time.Time
+	if !deadline.IsZero() {
+		t := time.NewTimer(time.Until(deadline))
+		defer t.Stop()
+		expired = t.C
+	}
+	select {
+	case <-c.h.gate:
+		return n, nil
+	case <-expired: // what the socket's deadline would do to a reply this late
+		c.h.timedOut.Store(true)
+		return 0, &net.OpError{Op: "read", Net: c.LocalAddr().Network(), Source: c.LocalAddr(),
+			Addr: c.RemoteAddr(), Err: os.ErrDeadlineExceeded}
+	}
+}
+
+// With ContextTimeoutEnabled (as the package documentation recommends), a
+// probe lease whose grant is too slow to arrive within OpTimeout makes the
+// lease call fail with a timeout, although Redis did grant it. The replica
+// must still give the lease back, by its token. Before the fix only a late
+// success released the lease, so with this setting the lease was left behind
+// and the whole fleet refused probes for a cooldown.
+func TestTimedOutLeaseCallReleasesLease(t *testing.T) {
+	leaktest.Check(t)
+	s := redistest.Start(t)
+	clk := clock.NewFake(epoch) // lease expiry by script is on this clock; Redis PX is the 1 min cooldown
+	cfg := fakeConfig("api", clk)
+	cfg.OpTimeout = opTimeout
+
+	slow := newSlowReply()
+	ca, cb := cfg, cfg
+	ca.ReplicaID, cb.ReplicaID = "a", "b"
+	a := newReplica(t, s.Addr, ca, slow) // newClient sets ContextTimeoutEnabled
+	t.Cleanup(slow.deliver)              // runs before a's Close
+	b := newReplica(t, s.Addr, cb)
+	waitConnected(t, a)
+	waitConnected(t, b)
+
+	// B trips the fleet, so A has no script call of its own in flight
+	// when the hook is armed: its next one is the lease.
+	fail(b, 5)
+	waitState(t, a, breaker.Open, propagationBound)
+	clk.Advance(cfg.Cooldown)
+
+	type allowed struct {
+		ok bool
+		d  time.Duration
+	}
+	res := make(chan allowed, 1)
+	slow.armed.Store(true)
+	go func() {
+		start := time.Now()
+		ok := a.Allow()
+		res <- allowed{ok, time.Since(start)}
+	}()
+
+	<-slow.held // Redis has run A's lease call; its reply is held
+	admin := newClient(t, s.Addr)
+	ctx := context.Background()
+	lease := redisbreaker.DefaultPrefix + "{api}:probe:0"
+	v, err := admin.Get(ctx, lease).Result()
+	if err != nil {
+		t.Fatalf("GET %s: %v; the lease should have been granted in Redis", lease, err)
+	}
+	t.Logf("lease granted in Redis: %q", v)
+	close(slow.resume) // the reply now times out, unless Allow's wait is long over already
+
+	r := <-res
+	timedOut := time.Now()
+	if !r.ok {
+		t.Fatal("A: Allow() = false after the lease call timed out, want a local probe")
+	}
+	if r.d > latencyBound {
+		t.Errorf("A: Allow() took %v, want <= %v", r.d, latencyBound)
+	}
+	if a.Connected() {
+		t.Error("A: Connected() = true after the lease call timed out")
+	}
+
+	// The reply is never delivered: the client gives up at OpTimeout, about
+	// when Allow returns, and the release is one more call bounded by
+	// OpTimeout.
+	eventually(t, opTimeout+latencyBound, "the lease released after the call timed out", func() bool {
+		n, err := admin.Exists(ctx, lease).Result()
+		return err == nil && n == 0
+	})
+	t.Logf("lease released %v after Allow returned", time.Since(timedOut))
+	if !slow.timedOut.Load() {
+		t.Fatal("the held reply did not time out: the test meant the client to get a timeout error")
+	}
+
+	// The fleet can probe again at once, not a cooldown later.
+	if !b.Allow() {
+		t.Fatal("B: Allow() = false after the timed-out lease was released, want the fleet's probe")
 	}
 	b.RecordSuccess()
 	waitState(t, b, breaker.Closed, propagationBound)

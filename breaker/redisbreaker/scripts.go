@@ -212,6 +212,23 @@ end
 return reply(0)
 `)
 
+// releaseScript deletes the probe leases held under one token, whatever their
+// slot and generation: the leases of a replica's lease call whose result it
+// never used (see releaseToken). It needs neither the clock nor the state, so
+// it has no prelude. KEYS as for the other scripts (the state hash is not
+// touched), ARGV[1] the token. It returns how many leases it deleted.
+var releaseScript = redis.NewScript(`
+local n = 0
+for i = 2, #KEYS do
+	local v = redis.call('GET', KEYS[i])
+	if v and string.match(v, '^%d+ %d+ (.*)$') == ARGV[1] then
+		redis.call('DEL', KEYS[i])
+		n = n + 1
+	end
+end
+return n
+`)
+
 // snapshot is the shared state as one reply or message saw it.
 type snapshot struct {
 	exists   bool

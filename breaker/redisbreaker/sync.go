@@ -2,7 +2,9 @@ package redisbreaker
 
 import (
 	"context"
+	"errors"
 	"log/slog"
+	"net"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -96,18 +98,46 @@ func (b *Breaker) write(o op) {
 	b.apply(s)
 }
 
-// releaseLease gives back a probe lease that this replica was granted but
-// will not use: the reply granting it came after acquireSlow stopped waiting.
+// releaseToken gives back any probe lease that a lease call under token got
+// from Redis but this replica will not use: the call failed in a way that
+// leaves open whether the script ran (a timeout, a broken connection, an
+// unreadable reply), or its reply granting a lease came after lease stopped
+// waiting. The token is unique to the call, and a lease call that does not
+// answer in time is never used (the request goes ahead as a local probe),
+// so any lease holding it is deleted, in whichever slot.
+//
 // It is best effort and bounded by OpTimeout. Unlike the writer's writes, it
 // is tried even while Redis is marked down, because the call that marked it
-// down is usually this very lease call, whose reply was only late. A lease
-// left behind would keep the whole fleet from probing for a cooldown. A
-// failure is not reported and the lease expires on its own. It runs on
-// bounded's goroutine, which Close waits for.
-func (b *Breaker) releaseLease(gen int64, token string, slot int) {
+// down is usually this very lease call, which was only slow. A lease left
+// behind would keep the whole fleet from probing for a cooldown. A failure is
+// not reported and the lease expires on its own; so does a lease that Redis
+// grants after this has run (the lease call was still queued in Redis). It
+// runs on bounded's goroutine, which Close waits for, never on a request's
+// path.
+func (b *Breaker) releaseToken(token string) {
 	ctx, cancel := context.WithTimeout(b.ctx, b.cfg.OpTimeout)
 	defer cancel()
-	_, _ = b.run(ctx, probeScript, gen, token, slot, breaker.Neutral.String(), b.cfg.HalfOpenProbes)
+	_ = releaseScript.Run(ctx, b.client, b.keys, token).Err()
+}
+
+// mayHaveRun reports whether a script call that returned err may have run in
+// Redis anyway. It did not when the command was never sent (no connection)
+// or when Redis answered with an error: a script is atomic, and the acquire
+// script writes the lease last.
+func mayHaveRun(err error) bool {
+	var (
+		rerr  redis.Error
+		opErr *net.OpError
+	)
+	switch {
+	case errors.Is(err, redis.ErrPoolTimeout), errors.Is(err, redis.ErrClosed):
+		return false // no connection to send it on
+	case errors.As(err, &opErr) && opErr.Op == "dial":
+		return false
+	case errors.As(err, &rerr):
+		return false
+	}
+	return true
 }
 
 // refreshLoop reads the shared state every RefreshInterval: the safety net
