@@ -53,8 +53,10 @@ func (r realTimer) C() <-chan time.Time { return r.t.C }
 func (r realTimer) Stop() bool          { return r.t.Stop() }
 
 // Sleep waits for d on c, or until ctx is done. It returns nil after a full
-// wait and ctx.Err() when the context ended it first. A wait of zero or less
-// returns at once without touching the clock.
+// wait and ctx.Err() when the context ended before or during it, even if the
+// timer fired at the same moment, so a caller never starts more work on a
+// context that is already done. A wait of zero or less returns at once
+// without touching the clock.
 func Sleep(ctx context.Context, c Clock, d time.Duration) error {
 	if d <= 0 {
 		return ctx.Err()
@@ -62,7 +64,7 @@ func Sleep(ctx context.Context, c Clock, d time.Duration) error {
 	t := c.NewTimer(d)
 	select {
 	case <-t.C():
-		return nil
+		return ctx.Err()
 	case <-ctx.Done():
 		t.Stop()
 		return ctx.Err()

@@ -72,3 +72,15 @@ func TestRealSleep(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestSleepReportsACancelThatRacesTheTimer(t *testing.T) {
+	f := NewFake(epoch)
+	f.SetAuto(true) // the timer fires at once, as the context is already done
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for range 100 {
+		if err := Sleep(ctx, f, time.Second); !errors.Is(err, context.Canceled) {
+			t.Fatalf("Sleep = %v, want context.Canceled", err)
+		}
+	}
+}
