@@ -323,13 +323,7 @@ func (c *call) run() (*http.Response, error) {
 		}
 		wait, stop := c.decide(ctx, clk, attempt, prev, start, resp, err, failure, outcome)
 		if stop != nil {
-			t.observe(Event{Kind: EventGiveUp, Method: req.Method, Host: c.host, Attempt: attempt,
-				StatusCode: statusOf(resp), Err: err, Reason: stop.Reason})
-			if resp != nil {
-				return c.finish(resp, nil, outcome)
-			}
-			c.finish(nil, err, outcome)
-			return nil, stop
+			return c.end(resp, true, err, outcome, stop)
 		}
 		whole := true
 		if resp != nil {
@@ -347,12 +341,8 @@ func (c *call) run() (*http.Response, error) {
 		if open := c.openedMeanwhile(); open != nil {
 			// The breaker opened during the wait: the next attempt would
 			// only add to the load it is there to shed.
-			stop := c.giveUp(resp, err, &RetryError{Err: failure, Attempts: attempt, Reason: StopBreakerOpen, cause: open})
-			if resp != nil && whole {
-				return c.finish(resp, nil, outcome)
-			}
-			c.finish(nil, err, outcome)
-			return nil, stop
+			return c.end(resp, whole, err, outcome,
+				&RetryError{Err: failure, Attempts: attempt, Reason: StopBreakerOpen, cause: open})
 		}
 		prev = wait
 		if stop := c.nextBody(attempt); stop != nil {
@@ -362,7 +352,19 @@ func (c *call) run() (*http.Response, error) {
 	}
 }
 
-// giveUp reports a loop that ends after a wait and returns its error.
+// end finishes a call that gives up on a retryable failure: it returns the
+// last response when there is a whole one to return, as net/http would,
+// else the error.
+func (c *call) end(resp *http.Response, whole bool, err error, outcome breaker.Outcome, stop *RetryError) (*http.Response, error) {
+	c.giveUp(resp, err, stop)
+	if resp != nil && whole {
+		return c.finish(resp, nil, outcome)
+	}
+	c.finish(nil, err, outcome)
+	return nil, stop
+}
+
+// giveUp tells the Observer that the loop ends, and returns its error.
 func (c *call) giveUp(resp *http.Response, err error, stop *RetryError) *RetryError {
 	c.t.observe(Event{Kind: EventGiveUp, Method: c.req.Method, Host: c.host, Attempt: stop.Attempts,
 		StatusCode: statusOf(resp), Err: err, Reason: stop.Reason})
