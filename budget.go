@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hordekit/httpretry/clock"
@@ -69,6 +70,10 @@ const budgetBuckets = 10
 
 // Budget is a retry budget. It is safe for concurrent use. The Transport
 // keeps one per host; use one directly to bound retries of your own loop.
+//
+// Deposit runs on every request, so it takes no lock: it adds to the current
+// bucket's atomic counter and locks only to recycle a bucket, once per
+// Window/10. Withdraw, on the retry path, locks and sums the live buckets.
 type Budget struct {
 	clk     clock.Clock
 	ratio   float64
@@ -76,15 +81,13 @@ type Budget struct {
 	width   time.Duration
 	epoch   time.Time
 
-	mu      sync.Mutex
+	mu      sync.Mutex // serialises recycling and withdrawal decisions
 	buckets [budgetBuckets]budgetBucket
-	// sums over the live buckets, kept so a decision costs no loop
-	deposits, withdrawals int64
 }
 
 type budgetBucket struct {
-	slot                  int64 // which width-long slot of time this bucket holds
-	deposits, withdrawals int64
+	slot                  atomic.Int64 // which width-long slot of time this bucket holds; -1 none
+	deposits, withdrawals atomic.Int64
 }
 
 // NewBudget returns a budget, or an error naming an invalid field.
@@ -114,62 +117,69 @@ func NewBudget(c BudgetConfig) (*Budget, error) {
 		epoch:   clk.Now(),
 	}
 	for i := range b.buckets {
-		b.buckets[i].slot = -1
+		b.buckets[i].slot.Store(-1)
 	}
 	return b, nil
 }
 
 // Deposit records a first attempt.
 func (b *Budget) Deposit() {
-	now := b.clk.Now()
-	b.mu.Lock()
-	b.bucket(now).deposits++
-	b.deposits++
-	b.mu.Unlock()
+	slot := b.slot(b.clk.Now())
+	bk := &b.buckets[slot%budgetBuckets]
+	if bk.slot.Load() != slot {
+		b.mu.Lock()
+		b.recycleLocked(bk, slot)
+		b.mu.Unlock()
+	}
+	bk.deposits.Add(1)
 }
 
 // Withdraw takes a token for one retry and reports whether there was one.
 func (b *Budget) Withdraw() bool {
-	now := b.clk.Now()
+	slot := b.slot(b.clk.Now())
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	bk := b.bucket(now)
-	if b.balance() < 1 {
+	bk := &b.buckets[slot%budgetBuckets]
+	b.recycleLocked(bk, slot)
+	if b.balanceLocked(slot) < 1 {
 		return false
 	}
-	bk.withdrawals++
-	b.withdrawals++
+	bk.withdrawals.Add(1)
 	return true
 }
 
 // Balance returns the retries available now, rounded down.
 func (b *Budget) Balance() int {
-	now := b.clk.Now()
+	slot := b.slot(b.clk.Now())
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.bucket(now)
-	return int(max(b.balance(), 0))
+	return int(max(b.balanceLocked(slot), 0))
 }
 
-func (b *Budget) balance() float64 {
-	return b.reserve + b.ratio*float64(b.deposits) - float64(b.withdrawals)
-}
+func (b *Budget) slot(now time.Time) int64 { return int64(now.Sub(b.epoch) / b.width) }
 
-// bucket returns the bucket for now, first forgetting every bucket that
-// fell out of the window.
-func (b *Budget) bucket(now time.Time) *budgetBucket {
-	slot := int64(now.Sub(b.epoch) / b.width)
-	bk := &b.buckets[slot%budgetBuckets]
-	if bk.slot != slot {
-		for i := range b.buckets {
-			o := &b.buckets[i]
-			if o.slot >= 0 && o.slot <= slot-budgetBuckets || o == bk {
-				b.deposits -= o.deposits
-				b.withdrawals -= o.withdrawals
-				*o = budgetBucket{slot: -1}
-			}
-		}
-		bk.slot = slot
+// recycleLocked makes bk hold slot, forgetting what it held before, unless it
+// already holds slot or a later one.
+func (b *Budget) recycleLocked(bk *budgetBucket, slot int64) {
+	if bk.slot.Load() >= slot {
+		return
 	}
-	return bk
+	// Zero before publishing the slot, so a depositor that sees the new
+	// slot adds to an empty bucket.
+	bk.deposits.Store(0)
+	bk.withdrawals.Store(0)
+	bk.slot.Store(slot)
+}
+
+// balanceLocked sums the buckets still inside the window that ends at slot.
+func (b *Budget) balanceLocked(slot int64) float64 {
+	var deposits, withdrawals int64
+	for i := range b.buckets {
+		bk := &b.buckets[i]
+		if s := bk.slot.Load(); s > slot-budgetBuckets && s <= slot {
+			deposits += bk.deposits.Load()
+			withdrawals += bk.withdrawals.Load()
+		}
+	}
+	return b.reserve + b.ratio*float64(deposits) - float64(withdrawals)
 }

@@ -8,11 +8,12 @@ import (
 
 // hostTable holds one value per host, created on first use and bounded: past
 // max entries, the least recently used half is forgotten. A lookup of a known
-// host takes a read lock and writes nothing shared unless the entry's
+// host is a sync.Map load and writes nothing shared unless the entry's
 // recency stamp is stale, so concurrent requests to one host do not contend.
 type hostTable[V any] struct {
-	mu    sync.RWMutex
-	m     map[string]*hostEntry[V]
+	m     sync.Map // string -> *hostEntry[V]
+	mu    sync.Mutex
+	n     int // entries in m, under mu
 	max   int
 	tick  atomic.Int64 // advances on every insert: a coarse clock for recency
 	newFn func() V
@@ -24,18 +25,16 @@ type hostEntry[V any] struct {
 }
 
 func (h *hostTable[V]) init(max int, newFn func() V) {
-	h.m = make(map[string]*hostEntry[V])
 	h.max = max
 	h.newFn = newFn
 }
 
 func (h *hostTable[V]) get(host string) V {
-	h.mu.RLock()
-	e := h.m[host]
-	h.mu.RUnlock()
-	if e == nil {
+	v, ok := h.m.Load(host)
+	if !ok {
 		return h.insert(host)
 	}
+	e := v.(*hostEntry[V])
 	if now := h.tick.Load(); e.used.Load() != now {
 		e.used.Store(now)
 	}
@@ -45,15 +44,16 @@ func (h *hostTable[V]) get(host string) V {
 func (h *hostTable[V]) insert(host string) V {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if e := h.m[host]; e != nil {
-		return e.v
+	if v, ok := h.m.Load(host); ok {
+		return v.(*hostEntry[V]).v
 	}
-	if len(h.m) >= h.max {
+	if h.n >= h.max {
 		h.evictLocked()
 	}
 	e := &hostEntry[V]{v: h.newFn()}
 	e.used.Store(h.tick.Add(1))
-	h.m[host] = e
+	h.m.Store(host, e)
+	h.n++
 	return e.v
 }
 
@@ -63,35 +63,35 @@ func (h *hostTable[V]) insert(host string) V {
 // newest one), so ties at the cut are broken arbitrarily, never by
 // forgetting them all.
 func (h *hostTable[V]) evictLocked() {
-	stamps := make([]int64, 0, len(h.m))
-	for _, e := range h.m {
-		stamps = append(stamps, e.used.Load())
-	}
+	stamps := make([]int64, 0, h.n)
+	h.m.Range(func(_, v any) bool {
+		stamps = append(stamps, v.(*hostEntry[V]).used.Load())
+		return true
+	})
 	slices.Sort(stamps)
 	drop := len(stamps) / 2
-	cut := stamps[drop-1]
-	for k, e := range h.m {
-		if drop == 0 {
-			break
-		}
-		if e.used.Load() < cut {
-			delete(h.m, k)
-			drop--
-		}
+	if drop == 0 {
+		return
 	}
-	for k, e := range h.m {
-		if drop == 0 {
-			break
-		}
-		if e.used.Load() == cut {
-			delete(h.m, k)
-			drop--
-		}
+	cut := stamps[drop-1]
+	// First everything older than the cut, then ties at the cut.
+	for _, tie := range []bool{false, true} {
+		h.m.Range(func(k, v any) bool {
+			if drop == 0 {
+				return false
+			}
+			if used := v.(*hostEntry[V]).used.Load(); used < cut || tie && used == cut {
+				h.m.Delete(k)
+				h.n--
+				drop--
+			}
+			return true
+		})
 	}
 }
 
 func (h *hostTable[V]) len() int {
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	return len(h.m)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.n
 }

@@ -105,3 +105,40 @@ func BenchmarkLoopbackGET(b *testing.B) {
 		})
 	}
 }
+
+// okUpstream answers 200 in memory, so a benchmark over it measures the
+// transport's own work per request: breaker, budget, bookkeeping.
+type okUpstream struct{}
+
+func (okUpstream) RoundTrip(req *http.Request) (*http.Response, error) {
+	return &http.Response{StatusCode: 200, Body: http.NoBody, Request: req}, nil
+}
+
+// BenchmarkTransportOverhead compares the in-memory upstream alone with the
+// same upstream behind Transport, serially and from every core at once.
+func BenchmarkTransportOverhead(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		rt   http.RoundTripper
+	}{
+		{"bare", okUpstream{}},
+		{"httpretry", &Transport{Base: okUpstream{}}},
+		{"httpretry-no-budget", &Transport{Base: okUpstream{}, NoBudget: true}},
+	} {
+		req, _ := http.NewRequest("GET", "http://upstream.test/", nil)
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				c.rt.RoundTrip(req)
+			}
+		})
+		b.Run(c.name+"/parallel", func(b *testing.B) {
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					c.rt.RoundTrip(req)
+				}
+			})
+		})
+	}
+}
