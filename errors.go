@@ -82,9 +82,9 @@ func (e *RetryError) Error() string {
 			msg, e.Attempts, e.limit)
 	case StopMaxElapsed:
 		return fmt.Sprintf("%s (gave up after %d attempt(s): MaxElapsed %v reached)", msg, e.Attempts, e.limit)
-	case StopCanceled:
-		return fmt.Sprintf("%s (gave up after %d attempt(s): %v)", msg, e.Attempts, e.cause)
-	case StopBudget, StopBreakerOpen:
+	case StopCanceled, StopBudget, StopBreakerOpen:
+		// The cause says it best: "context canceled", the budget's or the
+		// breaker's own message.
 		return fmt.Sprintf("%s (gave up after %d attempt(s): %v)", msg, e.Attempts, e.cause)
 	case StopBodyNotReplayable:
 		if e.cause != nil {

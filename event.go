@@ -1,7 +1,6 @@
 package httpretry
 
 import (
-	"net/http"
 	"time"
 
 	"github.com/hordekit/httpretry/breaker"
@@ -47,12 +46,5 @@ type Event struct {
 func (t *Transport) observe(e Event) {
 	if t.Observer != nil {
 		t.Observer(e)
-	}
-}
-
-func (t *Transport) observeAttempt(req *http.Request, host string, attempt int, resp *http.Response, err error, o breaker.Outcome) {
-	if t.Observer != nil {
-		t.Observer(Event{Kind: EventAttempt, Method: req.Method, Host: host, Attempt: attempt,
-			StatusCode: statusOf(resp), Err: err, Outcome: o})
 	}
 }

@@ -196,7 +196,10 @@ func DoValue[T any](ctx context.Context, p Policy, fn func(context.Context) (T, 
 }
 
 // simple reports a valid policy whose first attempt needs no clock and no
-// context of its own: the fast path. It is one branch for the usual Policy.
+// context of its own: the fast path. It repeats Validate's checks as
+// branch-free arithmetic because calling Validate costs ~2 ns, 40% of a
+// successful Do; TestValidateNamesTheField holds the two in agreement (every
+// invalid policy must reach Validate through Do).
 func (p *Policy) simple() bool {
 	// OR-ing the signed fields is negative iff one of them is.
 	neg := int64(p.MaxAttempts) | int64(p.MinWait) | int64(p.MaxWait) | int64(p.Multiplier) |

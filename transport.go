@@ -310,7 +310,8 @@ func (c *call) run() (*http.Response, error) {
 	for attempt := 1; ; attempt++ {
 		resp, err := t.base().RoundTrip(c.attemptRequest(ctx, attempt))
 		outcome := outcomeOf(ctx, resp, err)
-		t.observeAttempt(req, c.host, attempt, resp, err, outcome)
+		t.observe(Event{Kind: EventAttempt, Method: req.Method, Host: c.host, Attempt: attempt,
+			StatusCode: statusOf(resp), Err: err, Outcome: outcome})
 		if !c.retryable(ctx, resp, err) {
 			return c.finish(resp, err, outcome)
 		}
@@ -442,7 +443,7 @@ func (c *call) finish(resp *http.Response, err error, outcome breaker.Outcome) (
 		if rw, ok := bodyWriter(resp); ok {
 			// A protocol switch (101) hands over a writable connection,
 			// which must stay writable; the attempt's deadline bounds it too.
-			resp.Body = &cancelOnCloseRW{ReadWriteCloser: rw, cancel: c.cancel}
+			resp.Body = cancelOnCloseRW{&cancelOnClose{ReadCloser: rw, cancel: c.cancel}, rw}
 		} else if resp != nil && resp.Body != nil {
 			resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: c.cancel}
 		} else {
@@ -552,15 +553,10 @@ func (b *cancelOnClose) Close() error {
 	return err
 }
 
+// cancelOnCloseRW is cancelOnClose for a body that must stay writable.
 type cancelOnCloseRW struct {
-	io.ReadWriteCloser
-	cancel context.CancelFunc
-}
-
-func (b *cancelOnCloseRW) Close() error {
-	err := b.ReadWriteCloser.Close()
-	b.cancel()
-	return err
+	*cancelOnClose
+	io.Writer
 }
 
 func bodyWriter(resp *http.Response) (io.ReadWriteCloser, bool) {

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"strings"
 	"sync"
@@ -619,5 +620,45 @@ func TestCancelDuringWaitKeepsTheResponseReadable(t *testing.T) {
 	}
 	if last := events[len(events)-1]; last.Kind != EventGiveUp || last.Reason != StopCanceled {
 		t.Fatalf("last event = %+v, want a give-up for cancellation", last)
+	}
+}
+
+// A protocol switch hands over a writable connection; the attempt timeout's
+// wrapper must keep it writable.
+func TestUpgradeBodyStaysWritable(t *testing.T) {
+	leaktest.Check(t)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, buf, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		buf.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		buf.Flush()
+		line := make([]byte, 2)
+		if _, err := io.ReadFull(buf, line); err == nil {
+			conn.Write(line)
+		}
+	}))
+	defer srv.Close()
+	fx := newFixture(t, &Transport{Policy: Policy{AttemptTimeout: time.Minute}})
+	req := mustGet(t, srv.URL)
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "echo")
+	resp, err := fx.t.RoundTrip(req)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("RoundTrip = %v, %v; want 101", resp, err)
+	}
+	defer resp.Body.Close()
+	rw, ok := resp.Body.(io.ReadWriteCloser)
+	if !ok {
+		t.Fatalf("101 body %T is not writable", resp.Body)
+	}
+	if _, err := rw.Write([]byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 2)
+	if _, err := io.ReadFull(rw, got); err != nil || string(got) != "hi" {
+		t.Fatalf("echo = %q, %v", got, err)
 	}
 }

@@ -74,12 +74,11 @@ func Sleep(ctx context.Context, c Clock, d time.Duration) error {
 // Fake is a Clock for tests. Its time moves only through Advance and Set.
 // The zero value is not usable; call NewFake.
 type Fake struct {
-	mu      sync.Mutex
-	cond    *sync.Cond
-	now     time.Time
-	timers  []*fakeTimer
-	auto    bool
-	created int
+	mu     sync.Mutex
+	cond   *sync.Cond
+	now    time.Time
+	timers []*fakeTimer
+	auto   bool
 }
 
 // NewFake returns a fake clock reading start.
@@ -110,7 +109,6 @@ func (f *Fake) NewTimer(d time.Duration) Timer {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	t := &fakeTimer{f: f, when: f.now.Add(d), c: make(chan time.Time, 1)}
-	f.created++
 	if f.auto && d > 0 {
 		f.now = t.when
 	}
@@ -165,13 +163,6 @@ func (f *Fake) Pending() int {
 	return len(f.timers)
 }
 
-// Created returns how many timers were ever made on this clock.
-func (f *Fake) Created() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.created
-}
-
 // BlockUntil waits until at least n timers are pending. It blocks on a
 // condition variable, not a sleep, so a test can hand control to the code
 // under test and resume exactly when that code starts waiting.
@@ -181,22 +172,6 @@ func (f *Fake) BlockUntil(n int) {
 	for len(f.timers) < n {
 		f.cond.Wait()
 	}
-}
-
-// NextDeadline returns the time the earliest pending timer fires.
-func (f *Fake) NextDeadline() (time.Time, bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if len(f.timers) == 0 {
-		return time.Time{}, false
-	}
-	next := f.timers[0].when
-	for _, t := range f.timers[1:] {
-		if t.when.Before(next) {
-			next = t.when
-		}
-	}
-	return next, true
 }
 
 type fakeTimer struct {
