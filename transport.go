@@ -70,6 +70,15 @@ const (
 // counts each attempt instead. A call the breaker refuses fails at once with
 // an error matching breaker.ErrOpen that says when the next probe is due.
 //
+// Rate limits. A 429, or a 503 with Retry-After, throttles its whole host,
+// not just the call that got it: until the hint has passed no attempt to
+// that host is sent, first attempts included, and then attempts go out
+// paced, at half the rate the host was called at, halved again on each
+// further 429 and raised slowly while it answers. A call waits for its
+// turn when the turn comes within its deadline, MaxElapsed and
+// MaxRetryAfter, and otherwise fails at once with a *ThrottleError
+// (matching ErrThrottled) that carries the wait. NoThrottle turns this off.
+//
 // A Transport must not be copied after first use. Change its fields only
 // before that.
 type Transport struct {
@@ -114,6 +123,10 @@ type Transport struct {
 	// NoBudget turns the retry budget off.
 	NoBudget bool
 
+	// NoThrottle turns off the host-wide handling of rate limits (see
+	// "Rate limits" above): each call then honours Retry-After on its own.
+	NoThrottle bool
+
 	// MaxHosts bounds how many hosts keep a breaker and a budget; the least
 	// recently used are forgotten past it. 0 means DefaultMaxHosts.
 	MaxHosts int
@@ -126,7 +139,7 @@ type Transport struct {
 	initErr  error
 	retryOn  [10]uint64 // bitset of the status codes to retry, 0-639
 	breakers *breaker.Set
-	budgets  hostTable[*Budget]
+	hosts    hostTable[*hostState] // budgets and throttles
 }
 
 // NewClient returns an *http.Client whose transport is a zero Transport:
@@ -195,15 +208,12 @@ func (t *Transport) init() error {
 				return
 			}
 		}
-		if !t.NoBudget {
+		if !t.NoBudget || !t.NoThrottle {
 			cfg := t.Budget
 			if cfg.Clock == nil {
 				cfg.Clock = t.Policy.Clock
 			}
-			t.budgets.init(maxHosts, func() *Budget {
-				b, _ := NewBudget(cfg) // validated above
-				return b
-			})
+			t.hosts.init(maxHosts, func() *hostState { return newHostState(cfg, t.NoBudget, t.NoThrottle) })
 		}
 	})
 	return t.initErr
@@ -269,7 +279,9 @@ type call struct {
 	host   string
 	cb     breaker.CircuitBreaker
 	permit breaker.Permit
+	hs     *hostState // nil when neither budget nor throttle is on
 	budget *Budget
+	turn   turn // the throttle's pace the current attempt was sent at
 
 	body     io.ReadCloser                 // the body of the next attempt
 	getBody  func() (io.ReadCloser, error) // nil: the body cannot be replayed
@@ -289,9 +301,9 @@ func (c *call) run() (*http.Response, error) {
 		}
 		c.permit = p
 	}
-	if !t.NoBudget {
-		c.budget = t.budgets.get(c.host)
-		c.budget.Deposit()
+	if !t.NoBudget || !t.NoThrottle {
+		c.hs = t.hosts.get(c.host)
+		c.budget = c.hs.budget
 	}
 	if err := c.prepareBody(); err != nil {
 		c.permit.Release()
@@ -307,11 +319,18 @@ func (c *call) run() (*http.Response, error) {
 		clk = clock.Or(p.Clock)
 		start = clk.Now()
 	}
+	if err := c.awaitTurn(ctx, start); err != nil {
+		return nil, c.refuseFirst(err)
+	}
+	if c.budget != nil {
+		c.budget.Deposit()
+	}
 	for attempt := 1; ; attempt++ {
 		resp, err := t.base().RoundTrip(c.attemptRequest(ctx, attempt))
 		outcome := outcomeOf(ctx, resp, err)
 		t.observe(Event{Kind: EventAttempt, Method: req.Method, Host: c.host, Attempt: attempt,
 			StatusCode: statusOf(resp), Err: err, Outcome: outcome})
+		c.report(ctx, attempt, resp, err)
 		if !c.retryable(ctx, resp, err) {
 			return c.finish(resp, err, outcome)
 		}
@@ -344,6 +363,14 @@ func (c *call) run() (*http.Response, error) {
 			// only add to the load it is there to shed.
 			return c.end(resp, whole, err, outcome,
 				&RetryError{Err: failure, Attempts: attempt, Reason: StopBreakerOpen, cause: open})
+		}
+		if terr := c.awaitTurn(ctx, start); terr != nil {
+			stop := c.turnStop(failure, attempt, terr)
+			if stop.Reason == StopCanceled {
+				c.permit.Release()
+				return nil, c.giveUp(resp, err, stop)
+			}
+			return c.end(resp, whole, err, outcome, stop)
 		}
 		prev = wait
 		if stop := c.nextBody(attempt); stop != nil {
