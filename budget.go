@@ -25,7 +25,7 @@ const (
 // FailingStreak is how many failed attempts in a row, with no success
 // between them, make a Budget treat its upstream as failing: from then on,
 // until an attempt succeeds, only the floor pays for retries.
-const FailingStreak = 8
+const FailingStreak = 16
 
 // BudgetConfig sets a retry budget. Its zero value is the default budget.
 // See Budget for the rules.

@@ -41,7 +41,7 @@ func ExampleBudget() {
 		flaky += call(func(attempt int) bool { return attempt == 2 })
 		clk.Advance(10 * time.Millisecond)
 	}
-	// A dead one: after 8 failures in a row only the floor of 10 retries
+	// A dead one: after 16 failures in a row only the floor of 10 retries
 	// a second pays.
 	dead := 0
 	for range 1000 {
@@ -52,7 +52,7 @@ func ExampleBudget() {
 	fmt.Printf("dead:  %.2f attempts per call, failing: %v\n", float64(dead)/1000, budget.Failing())
 	// Output:
 	// flaky: 2.00 attempts per call
-	// dead:  1.10 attempts per call, failing: true
+	// dead:  1.11 attempts per call, failing: true
 }
 
 // After a 429 with Retry-After, the Transport holds every call to that host

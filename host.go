@@ -2,9 +2,11 @@ package httpretry
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"time"
 
+	"github.com/hordekit/httpretry/breaker"
 	"github.com/hordekit/httpretry/clock"
 )
 
@@ -55,6 +57,7 @@ func (c *call) awaitTurn(ctx context.Context, start time.Time) error {
 	}
 	p := &c.t.Policy
 	clk := clock.Or(p.Clock)
+	waited := false
 	for {
 		now := clk.Now()
 		limit := p.maxRetryAfter()
@@ -67,19 +70,94 @@ func (c *call) awaitTurn(ctx context.Context, start time.Time) error {
 				limit, reason = left-1, StopMaxElapsed
 			}
 		}
-		tr, ok := th.take(now, limit, p.random(), p.minWait())
+		tr, wake, ok := th.take(now, limit, p.random(), p.minWait())
 		if !ok {
 			return &ThrottleError{Host: c.host, Wait: tr.at.Sub(now), Reason: reason}
 		}
 		c.turn = tr
-		if err := clock.Sleep(ctx, clk, tr.at.Sub(now)); err != nil {
+		if !tr.at.After(now) {
+			break
+		}
+		waited = true
+		woken, err := sleepUnless(ctx, clk, tr.at.Sub(now), wake)
+		if err != nil {
 			return err
 		}
-		// A signal that came in while this call slept paused the host
-		// again: its turn is gone, it takes a new one.
-		if !th.pausedAt(clk.Now()) {
-			return nil
+		// Woken early, the pace has quickened or the breaker has opened:
+		// take a new turn, if the breaker still admits this call. A signal
+		// that came in while this call slept paused the host again: its
+		// turn is gone, it takes a new one too.
+		if woken {
+			if err := c.stillAdmitted(); err != nil {
+				return err
+			}
+			continue
 		}
+		if !th.pausedAt(clk.Now()) {
+			break
+		}
+	}
+	if waited {
+		// The breaker may have left the closed state during the wait:
+		// going now would only add to the load it is there to shed.
+		return c.stillAdmitted()
+	}
+	return nil
+}
+
+// stillAdmitted returns the breaker's refusal when the call was admitted
+// while the breaker was closed and it no longer is: opened, or half-open
+// with its probes taken by others.
+func (c *call) stillAdmitted() error {
+	if c.cb == nil || c.t.BreakerPerAttempt || c.permit.Probe() {
+		return nil
+	}
+	s, ok := c.cb.(interface {
+		State() breaker.State
+		UntilRetry() (time.Duration, bool)
+	})
+	if !ok {
+		return nil
+	}
+	st := s.State()
+	if st == breaker.Closed {
+		return nil
+	}
+	wait, _ := s.UntilRetry()
+	return &breaker.OpenError{Name: c.cb.Name(), State: st, RetryIn: wait}
+}
+
+// wakeOnOpen returns a breaker hook that wakes the callers waiting for a
+// turn to a host whose breaker has just opened, so that they give up at
+// once rather than at their turn, and then calls next.
+func (t *Transport) wakeOnOpen(next func(name string, from, to breaker.State)) func(name string, from, to breaker.State) {
+	return func(name string, from, to breaker.State) {
+		if to == breaker.Open {
+			if th := t.hosts.get(name).throttle; th != nil {
+				th.wakeAll()
+			}
+		}
+		if next != nil {
+			next(name, from, to)
+		}
+	}
+}
+
+// sleepUnless waits d on clk, or until wake is closed (woken is then true),
+// or until ctx ends (its error is then returned).
+func sleepUnless(ctx context.Context, clk clock.Clock, d time.Duration, wake <-chan struct{}) (woken bool, err error) {
+	if d <= 0 {
+		return false, ctx.Err()
+	}
+	t := clk.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C():
+		return false, ctx.Err()
+	case <-wake:
+		return true, ctx.Err()
+	case <-ctx.Done():
+		return false, ctx.Err()
 	}
 }
 
@@ -99,26 +177,32 @@ func (c *call) report(ctx context.Context, attempt int, resp *http.Response, err
 	retry := attempt > 1
 	if err != nil {
 		// An attempt its caller abandoned says nothing of the host.
-		if c.budget != nil && ctx.Err() == nil && IsTransient(err) {
+		if ctx.Err() != nil || !IsTransient(err) {
+			return
+		}
+		if c.budget != nil {
 			c.budget.Failed(retry, false)
+		}
+		if th := c.throttle(); th != nil && th.active.Load() {
+			th.ok(c.turn, clock.Or(c.t.Policy.Clock).Now()) // no complaint about the rate
 		}
 		return
 	}
 	code := resp.StatusCode
+	th := c.throttle()
 	if code < 500 && code != http.StatusTooManyRequests && !c.t.retryStatus(code) {
 		if c.budget != nil {
 			c.budget.Succeeded(retry)
 		}
-		if th := c.throttle(); th != nil {
-			th.ok(c.turn)
+		if th != nil && th.active.Load() {
+			th.ok(c.turn, clock.Or(c.t.Policy.Clock).Now())
 		}
 		return
 	}
 	if c.budget != nil {
 		c.budget.Failed(retry, code == http.StatusTooManyRequests)
 	}
-	th := c.throttle()
-	if th == nil {
+	if th == nil || !th.active.Load() && code != http.StatusTooManyRequests && code != http.StatusServiceUnavailable {
 		return
 	}
 	now := clock.Or(c.t.Policy.Clock).Now()
@@ -128,7 +212,25 @@ func (c *call) report(ctx context.Context, attempt int, resp *http.Response, err
 			rate = c.budget.recentRate()
 		}
 		th.signal(now, hint, c.turn, rate)
+		return
 	}
+	th.ok(c.turn, now) // an answer, if not a good one, and no complaint about the rate
+}
+
+// budgetOutcome is what a call that stops with stop tells the breaker,
+// given the last attempt's outcome o. A call whose retry the budget
+// refused while the upstream is not failing (attempts still succeed, the
+// retries that fail have just used up what calls earn: an upstream at
+// capacity) is neutral: its one failed attempt is not the evidence of a
+// call that ran out of retries, and counting it would let the budget's
+// clamping trip the breaker, which would then refuse every call to an
+// upstream that is serving most of them. While the upstream is failing
+// (Budget.Failing) it counts as the failure it is.
+func (c *call) budgetOutcome(stop *RetryError, o breaker.Outcome) breaker.Outcome {
+	if stop.Reason == StopBudget && c.budget != nil && !c.budget.Failing() {
+		return breaker.Neutral
+	}
+	return o
 }
 
 // refuseFirst ends a call whose first attempt was not sent: the throttle
@@ -138,8 +240,11 @@ func (c *call) refuseFirst(err error) error {
 	if c.body != nil {
 		c.body.Close() // the request body, or the copy that replaced it
 	}
-	if te, ok := err.(*ThrottleError); ok {
+	switch te, ok := err.(*ThrottleError); {
+	case ok:
 		c.t.observe(Event{Kind: EventGiveUp, Method: c.req.Method, Host: c.host, Err: te, Reason: te.Reason})
+	case errors.Is(err, breaker.ErrOpen):
+		c.t.observe(Event{Kind: EventRefused, Method: c.req.Method, Host: c.host, Err: err, Reason: StopBreakerOpen})
 	}
 	return err
 }
@@ -149,7 +254,11 @@ func (c *call) refuseFirst(err error) error {
 func (c *call) turnStop(failure error, attempt int, err error) *RetryError {
 	te, ok := err.(*ThrottleError)
 	if !ok {
-		return &RetryError{Err: failure, Attempts: attempt, Reason: StopCanceled, cause: err}
+		reason := StopCanceled
+		if errors.Is(err, breaker.ErrOpen) {
+			reason = StopBreakerOpen
+		}
+		return &RetryError{Err: failure, Attempts: attempt, Reason: reason, cause: err}
 	}
 	stop := &RetryError{Err: failure, Attempts: attempt, Reason: te.Reason, cause: te, limit: te.Wait}
 	switch te.Reason {

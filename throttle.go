@@ -41,7 +41,7 @@ func (e *ThrottleError) Is(target error) bool { return target == ErrThrottled }
 // for the host rather than calling it again at once.
 func (e *ThrottleError) RetryAfter() (time.Duration, bool) { return e.Wait, true }
 
-// The throttle's limits.
+// The throttle's numbers.
 const (
 	// maxPause caps a host's pause and the gap between its turns: a
 	// Retry-After of a year from a broken server costs one request a
@@ -50,13 +50,25 @@ const (
 	// minGap ends the throttle: at more than a thousand requests a second
 	// the pacing no longer holds anyone back.
 	minGap = time.Millisecond
+	// quietEnd ends the throttle when no signal has come for that long:
+	// the host has stopped limiting, or the pace is well below its limit.
+	quietEnd = 10 * time.Second
+	// growth is how much the rate grows per second of answers without a
+	// signal, to find out whether the host would take more; fastGrowth
+	// once the limit seems gone (about doubling each second).
+	growth     = 0.1
+	fastGrowth = 0.7
+	// measureSpan is how far back the delivered rate is measured.
+	measureSpan = 2 * time.Second
 )
 
 // throttle is a host's rate-limit state: a pause from the server's hints,
-// and a pace learned from its answers the way TCP finds a path's rate (a
-// slow start that doubles the rate on each success until the first loss,
-// then additive increase and multiplicative decrease), with Retry-After as
-// the explicit signal, like the AWS SDKs' adaptive retry mode.
+// and a pace learned from its answers, with Retry-After as the explicit
+// signal, as the AWS SDKs' adaptive retry mode learns a rate from
+// throttling errors. Like TCP's BBR it paces at the rate the host has
+// shown it delivers and probes a little above it, rather than halving on
+// every loss: a rate limit that resets each window, and says when, would
+// otherwise be left half used.
 //
 // The rules:
 //
@@ -66,32 +78,53 @@ const (
 //  2. The first signal starts pacing at half the rate the host was being
 //     called at (its budget counts the calls), or, with no budget, at one
 //     request per hint in a slow start. A signal for a request sent at the
-//     current pace doubles the gap between requests and ends the slow
-//     start; older requests' signals only extend the pause.
+//     current pace sets the rate to what the host delivered over the last
+//     two seconds (answers that were not signals), at least one request per
+//     hint, and ends the slow start; older requests' signals only extend
+//     the pause.
 //  3. While paced, every attempt, first or retry, takes the next turn: not
 //     during the pause, and one gap after the previous turn. The first turn
 //     after a pause is jittered by up to the smaller of the gap and
 //     Policy.MinWait, so that processes do not all return together. A
 //     caller whose turn is further than its deadline, MaxElapsed or
 //     MaxRetryAfter allow fails at once with a ThrottleError.
-//  4. A success for a request sent at the current pace halves the gap
-//     during the slow start, and shortens it by a sixteenth after it;
-//     below minGap the pacing ends.
+//  4. Any other answer (a success, an error, a 5xx without a hint) for a
+//     request sent at the current pace doubles the rate during the slow
+//     start, and after it raises the rate by a tenth per second since the
+//     last raise. Callers waiting for a turn are woken to take a new one
+//     when the rate has doubled since they took theirs, so that a queue
+//     built at a slow pace drains at the new one.
+//  5. Twice the last hint (at least a second) after the last signal, the
+//     limit may have gone: the rate grows seven times faster (doubling
+//     about every second) until the next signal. The pacing ends above a
+//     thousand requests a second, or after 10 s without a signal.
 //
 // Unthrottled, a request reads one atomic flag. All the rest is under a
 // mutex, on the throttled path only.
 type throttle struct {
 	active atomic.Bool
 
-	mu    sync.Mutex
-	until time.Time     // paused before this
-	last  time.Time     // the latest turn given
-	gap   time.Duration // between turns
-	epoch uint64        // counts changes of pace, from 1 once active
-	slow  bool          // in the slow start
+	mu     sync.Mutex
+	until  time.Time     // paused before this
+	last   time.Time     // the latest turn given
+	gap    time.Duration // between turns
+	epoch  uint64        // counts changes of pace, from 1 once active
+	slow   bool          // in the slow start
+	raised time.Time     // when the rate last grew
+	heard  time.Time     // the latest signal
+	hint   time.Duration // the latest signal's hint
+	since  time.Time     // when the pacing began
+	// delivered counts answers that were not signals, in the second
+	// second and the one before it.
+	delivered [2]int
+	second    int64
 	// resumed is set when a pause has ended since the last turn was given,
 	// so the next turn is jittered.
 	resumed bool
+	// wake is closed to wake the callers waiting for their turn; wokeGap
+	// is the gap when it was made.
+	wake    chan struct{}
+	wokeGap time.Duration
 }
 
 // turn is what a call learns when it takes a turn: when to send, and the
@@ -102,14 +135,20 @@ type turn struct {
 }
 
 // take returns the next turn at or after now, jittered by u times at most
-// spread after a pause. When that turn is further than limit from now it
-// is not taken: ok is false and the turn says when it would have been.
-func (t *throttle) take(now time.Time, limit time.Duration, u float64, spread time.Duration) (tr turn, ok bool) {
+// spread after a pause, and a channel closed if the caller should take a
+// new turn before this one comes. When the turn is further than limit from
+// now it is not taken: ok is false and the turn says when it would have
+// been.
+func (t *throttle) take(now time.Time, limit time.Duration, u float64, spread time.Duration) (tr turn, wake <-chan struct{}, ok bool) {
 	if !t.active.Load() {
-		return turn{at: now}, true
+		return turn{at: now}, nil, true
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if now.Sub(t.heard) >= quietEnd && !t.until.After(now) {
+		t.endLocked()
+		return turn{at: now}, nil, true
+	}
 	at := now
 	if next := t.last.Add(t.gap); next.After(at) {
 		at = next
@@ -123,11 +162,14 @@ func (t *throttle) take(now time.Time, limit time.Duration, u float64, spread ti
 	}
 	tr = turn{at: at, epoch: t.epoch}
 	if at.Sub(now) > limit {
-		return tr, false
+		return tr, nil, false
 	}
 	t.resumed = false
 	t.last = at
-	return tr, true
+	if t.wake == nil {
+		t.wake, t.wokeGap = make(chan struct{}), t.gap
+	}
+	return tr, t.wake, true
 }
 
 // pausedAt reports whether the host is paused at now: a caller woken for
@@ -151,6 +193,7 @@ func (t *throttle) signal(now time.Time, hint time.Duration, tr turn, rate float
 	if end := now.Add(hint); end.After(t.until) {
 		t.until = end
 	}
+	t.heard, t.hint = now, hint
 	switch {
 	case !t.active.Load():
 		t.gap, t.slow, t.last = hint, true, time.Time{}
@@ -159,34 +202,102 @@ func (t *throttle) signal(now time.Time, hint time.Duration, tr turn, rate float
 			t.slow = false
 		}
 		t.epoch++
+		t.raised, t.since = now, now
+		t.delivered, t.second = [2]int{}, now.Unix()
 		t.active.Store(true)
 	case tr.epoch == t.epoch:
-		t.gap = min(2*t.gap, maxPause)
+		t.gap = hint
+		if r := t.deliveredRateLocked(now); r > 0 {
+			t.gap = min(max(time.Duration(float64(time.Second)/r), minGap), hint)
+		}
 		t.slow = false
 		t.epoch++
+		t.raised = now
 	}
 }
 
-// ok records a success for a request sent at tr's pace.
-func (t *throttle) ok(tr turn) {
-	if tr.epoch == 0 || !t.active.Load() {
+// countLocked counts an answer that was not a signal, at now.
+func (t *throttle) countLocked(now time.Time) {
+	switch sec := now.Unix(); {
+	case sec == t.second+1:
+		t.delivered = [2]int{t.delivered[1], 0}
+		t.second = sec
+	case sec > t.second:
+		t.delivered = [2]int{}
+		t.second = sec
+	}
+	t.delivered[1]++
+}
+
+// deliveredRateLocked returns the answers per second that were not
+// signals, over the last measureSpan, or since the pacing began.
+func (t *throttle) deliveredRateLocked(now time.Time) float64 {
+	t.countLocked(now)
+	t.delivered[1]-- // countLocked rolled the seconds; take back its count
+	n := t.delivered[0] + t.delivered[1]
+	span := time.Second + now.Sub(time.Unix(t.second, 0))
+	span = max(min(span, measureSpan, now.Sub(t.since)), 100*time.Millisecond)
+	return float64(n) / span.Seconds()
+}
+
+// ok records at now an answer that was not a signal, for a request sent at
+// tr's pace.
+func (t *throttle) ok(tr turn, now time.Time) {
+	if !t.active.Load() {
 		return
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if tr.epoch != t.epoch {
+	t.countLocked(now)
+	if tr.epoch == 0 || tr.epoch != t.epoch {
 		return
+	}
+	g := growth
+	if now.Sub(t.heard) >= max(2*t.hint, time.Second) {
+		g = fastGrowth
 	}
 	if t.slow {
 		t.gap /= 2
 		t.epoch++
-	} else {
-		t.gap -= t.gap / 16
+	} else if dt := now.Sub(t.raised); dt > 0 {
+		t.gap = time.Duration(float64(t.gap) / (1 + g*min(dt.Seconds(), 1)))
 	}
-	if t.gap < minGap {
-		t.active.Store(false)
-		t.epoch = 0
+	t.raised = now
+	switch {
+	case t.gap < minGap:
+		t.endLocked()
+	case t.wake != nil && t.gap <= t.wokeGap/2:
+		// Turns taken at the old pace are too far out: start the queue
+		// again from now at the new one.
+		t.wakeLocked()
 	}
+}
+
+// wakeAll wakes the callers waiting for a turn, to take new ones.
+func (t *throttle) wakeAll() {
+	if !t.active.Load() {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.wakeLocked()
+}
+
+// endLocked ends the pacing and wakes every waiting caller.
+func (t *throttle) endLocked() {
+	t.active.Store(false)
+	t.epoch = 0
+	t.wakeLocked()
+}
+
+// wakeLocked wakes the callers waiting for a turn, to take new ones from
+// now on.
+func (t *throttle) wakeLocked() {
+	if t.wake != nil {
+		close(t.wake)
+		t.wake = nil
+	}
+	t.last = time.Time{}
 }
 
 // throttleSignal reports whether resp is a throttle signal (rule 1), and

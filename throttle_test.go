@@ -24,75 +24,93 @@ func TestThrottleRules(t *testing.T) {
 	var th throttle
 	now := epoch
 	const spread = 500 * time.Millisecond
-	if tr, ok := th.take(now, time.Hour, 0.5, spread); !ok || !tr.at.Equal(now) || tr.epoch != 0 {
+	if tr, _, ok := th.take(now, time.Hour, 0.5, spread); !ok || !tr.at.Equal(now) || tr.epoch != 0 {
 		t.Fatalf("unthrottled take = %+v, %v; want now, unpaced", tr, ok)
 	}
 
-	// Rules 1 and 2: the first signal pauses for the hint and paces at one
-	// request per hint.
+	// Rules 1 and 2: the first signal pauses for the hint and, with no
+	// call rate known, paces at one request per hint in a slow start.
 	th.signal(now, 2*time.Second, turn{}, 0)
 	if th.gap != 2*time.Second || !th.until.Equal(now.Add(2*time.Second)) || !th.slow {
 		t.Fatalf("after the first signal gap=%v until=+%v slow=%v, want 2s, +2s, true", th.gap, th.until.Sub(now), th.slow)
 	}
 	// Rule 3: turns start after the pause, the first jittered by u times
 	// the smaller of gap and spread, then one gap apart.
-	first, _ := th.take(now, time.Hour, 0.5, spread)
+	first, _, _ := th.take(now, time.Hour, 0.5, spread)
 	if got := first.at.Sub(now); got != 2*time.Second+250*time.Millisecond {
 		t.Errorf("first turn at +%v, want +2.25s", got)
 	}
 	// A turn further than the limit is not taken and leaves no trace.
-	if tr, ok := th.take(now, 3*time.Second, 0, spread); ok || tr.at.Sub(first.at) != 2*time.Second {
+	if tr, _, ok := th.take(now, 3*time.Second, 0, spread); ok || tr.at.Sub(first.at) != 2*time.Second {
 		t.Errorf("take with a 3s limit = +%v, %v; want refused, saying a gap after the first", tr.at.Sub(now), ok)
 	}
-	second, _ := th.take(now, time.Hour, 0.9, spread)
+	second, wake, _ := th.take(now, time.Hour, 0.9, spread)
 	if got := second.at.Sub(first.at); got != 2*time.Second {
 		t.Errorf("second turn %v after the first, want one gap (2s; the refused take took nothing)", got)
 	}
 
-	// Rule 4, slow start: a success at the current pace halves the gap,
-	// once per pace.
-	th.ok(first)
-	th.ok(second) // sent at the same, now old, pace
+	// Rule 4, slow start: an answer at the current pace doubles the rate,
+	// once per pace. Having doubled, the queue starts again: the callers
+	// waiting are woken to take turns at the new pace.
+	th.ok(first, first.at)
+	th.ok(second, first.at) // sent at the same, now old, pace
 	if th.gap != time.Second {
-		t.Fatalf("after two successes at one pace gap = %v, want 1s (halved once)", th.gap)
+		t.Fatalf("after two answers at one pace gap = %v, want 1s (halved once)", th.gap)
 	}
-	third, _ := th.take(now, time.Hour, 0, spread)
-	if got := third.at.Sub(second.at); got != time.Second {
-		t.Errorf("third turn %v after the second, want the new gap (1s)", got)
+	select {
+	case <-wake:
+	default:
+		t.Fatal("the waiting callers were not woken when the rate doubled")
+	}
+	third, _, _ := th.take(now, time.Hour, 0, spread)
+	fourth, _, _ := th.take(now, time.Hour, 0, spread)
+	if got := third.at.Sub(now); got != 2*time.Second {
+		t.Errorf("after the wake the first turn is at +%v, want the pause's end (+2s)", got)
+	}
+	if got := fourth.at.Sub(third.at); got != time.Second {
+		t.Errorf("the next one %v later, want the new gap (1s)", got)
 	}
 
-	// Rule 2: a signal for a request sent at the current pace doubles the
-	// gap and ends the slow start; an older request's signal only extends
-	// the pause.
-	now = third.at
-	th.signal(now, time.Second, third, 0)
-	if th.gap != 2*time.Second || th.slow || !th.until.Equal(now.Add(time.Second)) {
-		t.Fatalf("after a signal at the current pace gap=%v slow=%v until=+%v, want 2s, false, +1s", th.gap, th.slow, th.until.Sub(now))
+	// Rule 2: a signal for a request sent at the current pace sets the rate
+	// to what the host delivered: the two answers above, in the last
+	// second, make 2/s; and it ends the slow start. An older request's
+	// signal only extends the pause.
+	now = fourth.at
+	th.signal(now, time.Second, fourth, 0)
+	want := 500 * time.Millisecond
+	if th.gap != want || th.slow || !th.until.Equal(now.Add(time.Second)) {
+		t.Fatalf("after a signal at the current pace gap=%v slow=%v until=+%v, want %v, false, +1s", th.gap, th.slow, th.until.Sub(now), want)
 	}
 	th.signal(now, 3*time.Second, second, 0)
-	if th.gap != 2*time.Second || !th.until.Equal(now.Add(3*time.Second)) {
-		t.Fatalf("after an old request's signal gap=%v until=+%v, want 2s (unchanged), +3s", th.gap, th.until.Sub(now))
+	if th.gap != want || !th.until.Equal(now.Add(3*time.Second)) {
+		t.Fatalf("after an old request's signal gap=%v until=+%v, want %v (unchanged), +3s", th.gap, th.until.Sub(now), want)
 	}
 	if !th.pausedAt(now.Add(2*time.Second)) || th.pausedAt(now.Add(3*time.Second)) {
 		t.Error("pausedAt disagrees with the 3s pause")
 	}
 
-	// Rule 4 after the slow start: successes shorten the gap by a
-	// sixteenth; below a millisecond the throttle ends.
-	cur, _ := th.take(now, time.Hour, 0, spread)
-	th.ok(cur)
-	th.ok(cur)
-	if want := 2*time.Second - 2*time.Second/16; th.gap != want-want/16 {
-		t.Fatalf("after two successes gap = %v, want %v", th.gap, want-want/16)
+	// Rule 4 after the slow start: the rate grows a tenth per second of
+	// answers at the current pace.
+	cur, _, _ := th.take(now, time.Hour, 0, spread)
+	th.ok(cur, now.Add(500*time.Millisecond))
+	if got := time.Duration(float64(want) / (1 + growth*0.5)); th.gap != got {
+		t.Fatalf("half a second after the signal an answer made the gap %v, want %v", th.gap, got)
 	}
+
+	// Rule 5: 10 s without a signal, and a pause that is over, end it.
+	later := now.Add(quietEnd)
+	if tr, _, ok := th.take(later, time.Hour, 0.5, spread); !ok || !tr.at.Equal(later) || th.active.Load() {
+		t.Errorf("10s after the last signal take = +%v, active %v; want now, and the pacing over", tr.at.Sub(later), th.active.Load())
+	}
+	// ... and so does a rate above 1000/s.
+	th.signal(now, time.Millisecond, turn{}, 500) // 250/s
+	at := now
 	for i := 0; th.active.Load(); i++ {
-		if i > 300 {
-			t.Fatal("the throttle never ends on successes")
+		if i > 100 {
+			t.Fatal("the pacing never ends on answers")
 		}
-		th.ok(turn{epoch: th.epoch})
-	}
-	if tr, ok := th.take(now, time.Hour, 0.5, spread); !ok || !tr.at.Equal(now) {
-		t.Errorf("after the throttle ended take = +%v, want now", tr.at.Sub(now))
+		at = at.Add(time.Second)
+		th.ok(turn{epoch: th.epoch}, at)
 	}
 }
 

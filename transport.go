@@ -65,7 +65,9 @@ const (
 //
 // What the breaker counts. Transient network errors and 5xx responses are
 // failures; other responses, 4xx included, prove the server alive and are
-// successes; 429 and a cancelled caller are neutral. By default a logical
+// successes; 429 and a cancelled caller are neutral, and so is a call whose
+// retry the budget refused while the upstream is not failing (the budget,
+// not the breaker, is shedding that load; see Budget). By default a logical
 // call (all its attempts) is one outcome, as in the seed; BreakerPerAttempt
 // counts each attempt instead. A call the breaker refuses fails at once with
 // an error matching breaker.ErrOpen that says when the next probe is due.
@@ -201,6 +203,9 @@ func (t *Transport) init() error {
 			}
 			if cfg.Logger == nil {
 				cfg.Logger = t.Policy.Logger
+			}
+			if !t.NoThrottle {
+				cfg.OnStateChange = t.wakeOnOpen(cfg.OnStateChange)
 			}
 			t.breakers, t.initErr = breaker.NewSet(breaker.SetConfig{Config: cfg, MaxBreakers: maxHosts})
 			if t.initErr != nil {
@@ -343,7 +348,7 @@ func (c *call) run() (*http.Response, error) {
 		}
 		wait, stop := c.decide(ctx, clk, attempt, prev, start, resp, err, failure, outcome)
 		if stop != nil {
-			return c.end(resp, true, err, outcome, stop)
+			return c.end(resp, true, err, c.budgetOutcome(stop, outcome), stop)
 		}
 		whole := true
 		if resp != nil {
