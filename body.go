@@ -30,8 +30,9 @@ type respBody struct {
 
 	c     call           // the logical call, moved off RoundTrip's stack
 	resp  *http.Response // the first response: its validators and length
+	base  int64          // where the first response's body starts in the resource: 0, or a 206's first byte
 	got   int64          // bytes handed to the caller
-	total int64          // the whole body's length; -1 when unknown
+	total int64          // the resource's length; -1 when unknown
 	mark  int64          // got at the last failure, to tell progress
 	tries int            // failures since the body last made progress
 	// resumes counts the range requests made for this body.
@@ -50,6 +51,10 @@ var errBodyClosed = errors.New("http: read on closed response body")
 
 func newRespBody(c *call, resp *http.Response) *respBody {
 	b := &respBody{c: *c, resp: resp, total: resp.ContentLength}
+	if resp.StatusCode == http.StatusPartialContent {
+		// The caller asked for a range: positions are the resource's.
+		b.base, b.total, _ = parseContentRange(resp.Header.Get("Content-Range"))
+	}
 	b.w.rc = resp.Body
 	if c.t.watch.on() && !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
 		c.t.watch.add(&b.w)
@@ -78,7 +83,7 @@ func (b *respBody) Read(p []byte) (int, error) {
 		switch {
 		case err == nil:
 			return n, nil
-		case err == io.EOF && (b.total < 0 || b.got >= b.total):
+		case err == io.EOF && (b.total < 0 || b.base+b.got >= b.total):
 			b.end(breaker.Success)
 			return n, io.EOF
 		case err == io.EOF:
@@ -255,10 +260,12 @@ func (b *respBody) whyNotResumable() string {
 		return "only GET bodies are resumed, this is " + req.Method
 	case req.Body != nil && req.Body != http.NoBody:
 		return "the request has a body"
-	case resp.StatusCode != http.StatusOK:
-		return fmt.Sprintf("the response is a %d, not a 200", resp.StatusCode)
-	case req.Header.Get("Range") != "":
-		return "the request asked for a range itself"
+	case resp.StatusCode == http.StatusOK && req.Header.Get("Range") != "":
+		return "the request asked for a range, and the server sent the whole body"
+	case resp.StatusCode == http.StatusPartialContent && req.Header.Get("Range") != "bytes="+strconv.FormatInt(b.base, 10)+"-":
+		return "the request asked for a range other than one open-ended range (bytes=N-)"
+	case resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusPartialContent:
+		return fmt.Sprintf("the response is a %d, not a 200 or 206", resp.StatusCode)
 	case resp.Uncompressed:
 		return "net/http decompressed the body on the fly, so the bytes read are not the bytes sent (ask for an encoding yourself, or identity, to make it resumable)"
 	case !acceptsRanges(resp.Header):
@@ -281,11 +288,16 @@ func acceptsRanges(h http.Header) bool {
 }
 
 // validator returns the If-Range value that ties a range to the first
-// response (RFC 9110 section 13.1.5): its strong ETag; or, when it has no
-// ETag at all, its Last-Modified if that is a strong validator, at least a
-// second older than the response's Date. "" when there is none.
-func (b *respBody) validator() string {
-	h := b.resp.Header
+// response (RFC 9110 section 13.1.5), or "" when there is none.
+func (b *respBody) validator() string { return Validator(b.resp.Header) }
+
+// Validator returns the value for an If-Range header that ties a later range
+// request to the response with header h (RFC 9110 section 13.1.5): its
+// strong ETag; or, when it has no ETag at all, its Last-Modified if that is
+// a strong validator, at least a second older than the response's Date. It
+// returns "" when the response has none, and then no range request can be
+// tied to it safely.
+func Validator(h http.Header) string {
 	if etag := h.Get("ETag"); etag != "" {
 		if strings.HasPrefix(etag, "W/") {
 			return ""
@@ -304,7 +316,7 @@ func (b *respBody) validator() string {
 func (b *respBody) rangeRequest(ctx context.Context) *http.Request {
 	c := &b.c
 	r := c.req.Clone(c.attemptContext(ctx))
-	r.Header.Set("Range", "bytes="+strconv.FormatInt(b.got, 10)+"-")
+	r.Header.Set("Range", "bytes="+strconv.FormatInt(b.base+b.got, 10)+"-")
 	r.Header.Set("If-Range", b.validator())
 	r.Body, r.GetBody, r.ContentLength = nil, nil, 0
 	return r
@@ -317,8 +329,8 @@ func (b *respBody) mismatch(resp *http.Response) string {
 	switch {
 	case !ok:
 		return fmt.Sprintf("the 206 has no usable Content-Range (%q)", prefix([]byte(resp.Header.Get("Content-Range")), 64))
-	case first != b.got:
-		return fmt.Sprintf("the 206 starts at byte %d, not %d", first, b.got)
+	case first != b.base+b.got:
+		return fmt.Sprintf("the 206 starts at byte %d, not %d", first, b.base+b.got)
 	case b.total >= 0 && total != b.total:
 		return fmt.Sprintf("the 206 says the body is %d bytes long, not %d", total, b.total)
 	case etag != "" && resp.Header.Get("ETag") != "" && resp.Header.Get("ETag") != etag:
