@@ -179,6 +179,10 @@ type Transport struct {
 	// hook for metrics. It runs on the request's goroutine and must be fast.
 	Observer func(Event)
 
+	// Tracer, when set, is told when each attempt starts and ends: the hook
+	// for tracing, one span per attempt. nil costs nothing.
+	Tracer Tracer
+
 	once     sync.Once
 	initErr  error
 	retryOn  [10]uint64 // bitset of the status codes to retry, 0-639
@@ -356,7 +360,8 @@ type call struct {
 	getBody  func() (io.ReadCloser, error) // nil: the body cannot be replayed
 	noReplay string                        // why, when there is a body
 
-	clk     clock.Clock        // set once a wait or a timer needs it
+	trace   func(AttemptResult) // ends the current attempt's trace, if a Tracer started one
+	clk     clock.Clock         // set once a wait or a timer needs it
 	start   time.Time          // when the call began, for MaxElapsed
 	prev    time.Duration      // the last wait
 	attempt int                // attempts made, resumes included
@@ -371,7 +376,7 @@ func (c *call) run() (*http.Response, error) {
 		p, err := c.cb.Acquire()
 		if err != nil {
 			closeBody(req)
-			t.observe(Event{Kind: EventRefused, Method: req.Method, Host: c.host, Err: err, Reason: StopBreakerOpen})
+			c.observe(Event{Kind: EventRefused, Err: err, Reason: StopBreakerOpen})
 			return nil, err
 		}
 		c.permit = p
@@ -391,10 +396,9 @@ func (c *call) run() (*http.Response, error) {
 	for {
 		c.attempt++
 		attempt := c.attempt
-		resp, err := c.send(c.attemptRequest(ctx, attempt))
+		resp, err := c.send(c.startAttempt(c.attemptRequest(ctx, attempt), AttemptInfo{Attempt: attempt}))
 		outcome := outcomeOf(ctx, resp, err)
-		t.observe(Event{Kind: EventAttempt, Method: req.Method, Host: c.host, Attempt: attempt,
-			StatusCode: statusOf(resp), Err: err, Outcome: outcome})
+		c.observe(Event{Kind: EventAttempt, Attempt: attempt, StatusCode: statusOf(resp), Err: err, Outcome: outcome})
 		if !c.retryable(ctx, resp, err) {
 			return c.finish(resp, err, outcome)
 		}
@@ -406,6 +410,7 @@ func (c *call) run() (*http.Response, error) {
 		if stop != nil {
 			return c.end(resp, true, err, outcome, stop)
 		}
+		c.endTrace(statusOf(resp), err, outcome)
 		whole := true
 		if resp != nil {
 			whole = t.detach(resp)
@@ -413,8 +418,7 @@ func (c *call) run() (*http.Response, error) {
 		c.endAttempt()
 		p.announce(ctx, attempt, wait, failure,
 			slog.String("method", req.Method), slog.String("url", RedactURL(req.URL)), slog.Int("status", statusOf(resp)))
-		t.observe(Event{Kind: EventRetry, Method: req.Method, Host: c.host, Attempt: attempt,
-			StatusCode: statusOf(resp), Err: err, Wait: wait})
+		c.observe(Event{Kind: EventRetry, Attempt: attempt, StatusCode: statusOf(resp), Err: err, Wait: wait})
 		if serr := clock.Sleep(ctx, c.clk, wait); serr != nil {
 			c.permit.Release()
 			return nil, c.giveUp(resp, err, &RetryError{Err: failure, Attempts: attempt, Reason: StopCanceled, cause: serr}, false, 0)
@@ -476,8 +480,8 @@ func (c *call) end(resp *http.Response, whole bool, err error, outcome breaker.O
 
 // giveUp tells the Observer that the loop ends, and returns its error.
 func (c *call) giveUp(resp *http.Response, err error, stop *RetryError, resume bool, offset int64) *RetryError {
-	c.t.observe(Event{Kind: EventGiveUp, Method: c.req.Method, Host: c.host, Attempt: stop.Attempts,
-		StatusCode: statusOf(resp), Err: err, Reason: stop.Reason, Resume: resume, Offset: offset})
+	c.observe(Event{Kind: EventGiveUp, Attempt: stop.Attempts, StatusCode: statusOf(resp), Err: err,
+		Reason: stop.Reason, Resume: resume, Offset: offset})
 	return stop
 }
 
@@ -559,6 +563,7 @@ func (c *call) finish(resp *http.Response, err error, outcome breaker.Outcome) (
 		return resp, nil
 	}
 	c.permit.Record(outcome)
+	c.endTrace(statusOf(resp), err, outcome)
 	if c.cancel != nil {
 		if rw, ok := bodyWriter(resp); ok {
 			// A protocol switch (101) hands over a writable connection,
