@@ -49,14 +49,14 @@ func (b *Budget) recentRate() float64 {
 // awaitTurn waits for the host's next turn before attempt (throttle rule
 // 3). It returns nil when the attempt may go, or the ThrottleError that
 // says why it may not; a cancelled wait returns the context's error.
-func (c *call) awaitTurn(ctx context.Context, start time.Time) error {
+func (c *call) awaitTurn(ctx context.Context) error {
 	th := c.throttle()
 	if th == nil || !th.active.Load() {
 		c.turn = turn{}
 		return nil
 	}
 	p := &c.t.Policy
-	clk := clock.Or(p.Clock)
+	clk := c.clock()
 	waited := false
 	for {
 		now := clk.Now()
@@ -66,7 +66,7 @@ func (c *call) awaitTurn(ctx context.Context, start time.Time) error {
 			limit, reason = deadline.Sub(now)-1, StopDeadline
 		}
 		if p.MaxElapsed > 0 {
-			if left := p.MaxElapsed - now.Sub(start); left <= limit {
+			if left := p.MaxElapsed - now.Sub(c.start); left <= limit {
 				limit, reason = left-1, StopMaxElapsed
 			}
 		}
@@ -184,7 +184,7 @@ func (c *call) report(ctx context.Context, attempt int, resp *http.Response, err
 			c.budget.Failed(retry, false)
 		}
 		if th := c.throttle(); th != nil && th.active.Load() {
-			th.ok(c.turn, clock.Or(c.t.Policy.Clock).Now()) // no complaint about the rate
+			th.ok(c.turn, c.clock().Now()) // no complaint about the rate
 		}
 		return
 	}
@@ -195,7 +195,7 @@ func (c *call) report(ctx context.Context, attempt int, resp *http.Response, err
 			c.budget.Succeeded(retry)
 		}
 		if th != nil && th.active.Load() {
-			th.ok(c.turn, clock.Or(c.t.Policy.Clock).Now())
+			th.ok(c.turn, c.clock().Now())
 		}
 		return
 	}
@@ -205,7 +205,7 @@ func (c *call) report(ctx context.Context, attempt int, resp *http.Response, err
 	if th == nil || !th.active.Load() && code != http.StatusTooManyRequests && code != http.StatusServiceUnavailable {
 		return
 	}
-	now := clock.Or(c.t.Policy.Clock).Now()
+	now := c.clock().Now()
 	if hint, ok := throttleSignal(resp, now, c.t.Policy.minWait()); ok {
 		var rate float64
 		if c.budget != nil {
@@ -242,9 +242,9 @@ func (c *call) refuseFirst(err error) error {
 	}
 	switch te, ok := err.(*ThrottleError); {
 	case ok:
-		c.t.observe(Event{Kind: EventGiveUp, Method: c.req.Method, Host: c.host, Err: te, Reason: te.Reason})
+		c.observe(Event{Kind: EventGiveUp, Err: te, Reason: te.Reason})
 	case errors.Is(err, breaker.ErrOpen):
-		c.t.observe(Event{Kind: EventRefused, Method: c.req.Method, Host: c.host, Err: err, Reason: StopBreakerOpen})
+		c.observe(Event{Kind: EventRefused, Err: err, Reason: StopBreakerOpen})
 	}
 	return err
 }
