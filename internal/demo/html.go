@@ -84,6 +84,9 @@ func (r *Report) WriteHTML(w io.Writer) error {
 	if r.Interrupted {
 		b.WriteString("<p><b>Interrupted</b>: these are the numbers measured until then.</p>\n")
 	}
+	if warning := r.LagWarning(); warning != "" {
+		fmt.Fprintf(&b, "<p><b>%s</b></p>\n", html.EscapeString(warning))
+	}
 
 	stats := r.stats()
 	for _, sp := range sc.Spans() {

@@ -36,6 +36,9 @@ type Result struct {
 	Complete bool
 	// Transitions are the breaker's state changes, in order.
 	Transitions []Transition
+	// Lag is the latest a call went out after its arrival time: how far
+	// the machine fell behind the load it was asked to make.
+	Lag time.Duration
 
 	// calls are the calls by arrival index, requests the upstream's
 	// requests in arrival order. Requests net/http resends on its own (a
@@ -317,11 +320,34 @@ func (r *Report) WriteText(w io.Writer) error {
 			fmt.Fprintf(&b, "  %-6s %s: %s\n", verdict, t.Name, t.Detail)
 		}
 	}
+	if warning := r.LagWarning(); warning != "" {
+		b.WriteString("\n" + warning + "\n")
+	}
 	if r.Interrupted {
 		b.WriteString("\nInterrupted: the numbers above are what was measured until then.\n")
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// MaxLag is how far behind the load the machine fell: the most any call of
+// any strategy went out after its arrival time.
+const MaxLag = 100 * time.Millisecond
+
+// LagWarning says, when some call went out more than MaxLag after its
+// arrival time, that the machine could not keep up and the numbers measure
+// it as much as the strategies; "" otherwise.
+func (r *Report) LagWarning() string {
+	var worst time.Duration
+	for _, res := range r.Results {
+		worst = max(worst, res.Lag)
+	}
+	if worst <= MaxLag {
+		return ""
+	}
+	return fmt.Sprintf("WARNING: the machine could not keep up with the load: calls went out up to %s after their arrival time. "+
+		"These numbers measure the machine as much as the strategies; run again on a quieter one, or with a lower --rate.",
+		latency(worst, 1))
 }
 
 // stats returns every result's phase stats, in the order of Results.

@@ -13,8 +13,8 @@ import (
 func ms(n int) time.Duration { return time.Duration(n) * time.Millisecond }
 
 // testScenario is the default scenario at 10 calls/s: healthy 0-6s, flaky
-// 6-15s, overloaded 15-24s, outage 24-36s, rate-limited 36-45s, recovery
-// 45-54s.
+// 6-15s, overloaded 15-24s, outage 24-35s, rate-limited 35-44s, recovery
+// 44-54s.
 var testScenario = Scenario{Duration: 54 * time.Second, Rate: 10, Seed: 1}
 
 // addCall adds a call from start to end that succeeded or not, with one
@@ -130,10 +130,10 @@ func TestStats(t *testing.T) {
 func TestRecoveryTimes(t *testing.T) {
 	var r Result
 	sec := time.Second
-	r.addCall(35*sec, 36*sec+ms(400), true)  // rides out the outage's end
-	r.addCall(36*sec, 36*sec+ms(100), false) // fails after it
+	r.addCall(34*sec, 35*sec+ms(400), true)  // rides out the outage's end
+	r.addCall(35*sec, 35*sec+ms(100), false) // fails after it
 	for i := range 100 {
-		start := 45*sec + time.Duration(i)*ms(50)
+		start := 44*sec + time.Duration(i)*ms(50)
 		r.addCall(start, start+ms(5), i >= 3) // the first three fail
 	}
 	rec := r.Recovery(testScenario)
@@ -175,10 +175,10 @@ func fakeReport() *Report {
 	seed.addCalls(Overloaded, 90, 60, 3, ms(90))
 	def.addCalls(Overloaded, 90, 60, 2, ms(50))
 
-	none.addCalls(Outage, 120, 0, 1, ms(2))
-	naive.addCalls(Outage, 120, 0, 3, ms(2))
-	seed.addCalls(Outage, 120, 0, 2, 2*time.Second) // all in flight together for 2s: 20 at once
-	def.addCalls(Outage, 120, 0, 0, ms(1))
+	none.addCalls(Outage, 110, 0, 1, ms(2))
+	naive.addCalls(Outage, 110, 0, 3, ms(2))
+	seed.addCalls(Outage, 110, 0, 2, 2*time.Second) // all in flight together for 2s: 20 at once
+	def.addCalls(Outage, 110, 0, 0, ms(1))
 
 	none.addCalls(RateLimited, 90, 45, 1, ms(2))
 	naive.addCalls(RateLimited, 90, 45, 3, ms(2))
@@ -187,7 +187,7 @@ func fakeReport() *Report {
 	seed.requests[len(seed.requests)-1].early = true
 
 	for _, r := range []*Result{&none, &naive, &seed, &def} {
-		r.addCalls(Recovery, 90, 90, 1, ms(2))
+		r.addCalls(Recovery, 100, 100, 1, ms(2))
 	}
 	seed.Transitions = []Transition{{At: 24500 * time.Millisecond, From: breaker.Closed, To: breaker.Open}}
 	def.Transitions = []Transition{{At: 24100 * time.Millisecond, From: breaker.Closed, To: breaker.Open},
@@ -288,6 +288,21 @@ func TestWriteText(t *testing.T) {
 	}
 	if strings.Contains(out, "NaN") {
 		t.Errorf("report prints NaN:\n%s", out)
+	}
+}
+
+func TestLagWarning(t *testing.T) {
+	r := fakeReport()
+	if got := r.LagWarning(); got != "" {
+		t.Errorf("no lag: %q", got)
+	}
+	r.Results[2].Lag = 1500 * time.Millisecond
+	var b strings.Builder
+	if err := r.WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "WARNING: the machine could not keep up with the load: calls went out up to 1.50s after") {
+		t.Errorf("a 1.5s lag without a warning:\n%s", b.String())
 	}
 }
 

@@ -236,6 +236,7 @@ type run struct {
 
 	calls    []callRecord // by arrival index
 	inFlight atomic.Int64
+	lag      time.Duration // the latest any call went out after its arrival time
 	// budgetRefusals and breakerRefusals count, by phase, retries the
 	// budget refused and calls the breaker refused.
 	budgetRefusals, breakerRefusals [numPhases]atomic.Int64
@@ -300,6 +301,7 @@ func (rn *run) drive(ctx context.Context, arrivals []time.Duration) {
 			made = i
 			break
 		}
+		rn.lag = max(rn.lag, time.Since(rn.start)-at)
 		rn.inFlight.Add(1)
 		wg.Go(func() {
 			defer rn.inFlight.Add(-1)
@@ -346,6 +348,7 @@ func (rn *run) result(complete bool) Result {
 		HasBreaker:  rn.s.breaker,
 		Complete:    complete,
 		Transitions: rn.trans.list(),
+		Lag:         rn.lag,
 		calls:       rn.calls,
 		requests:    rn.reqs.list(),
 	}

@@ -61,9 +61,12 @@ func (p Phase) String() string {
 }
 
 // phaseWeights is how the run is split between the phases, in 54ths: 6 s
-// healthy, 9 s each of flaky and overloaded, 12 s of outage (several
-// breaker cooldowns), 9 s each of rate-limited and recovery.
-var phaseWeights = [numPhases]int64{6, 9, 9, 12, 9, 9}
+// healthy, 9 s each of flaky and overloaded, 11 s of outage, 9 s of
+// rate limit, 10 s of recovery. The outage lasts five and a half breaker
+// cooldowns (Duration/27 each): a breaker that probes once per cooldown
+// learns that the upstream is back half a cooldown after it is, the
+// average case, rather than at once or a whole cooldown late.
+var phaseWeights = [numPhases]int64{6, 9, 9, 11, 9, 10}
 
 const totalWeight = 54
 

@@ -15,9 +15,9 @@ func TestSpansSplitTheRun(t *testing.T) {
 		{Healthy, 0, 6 * sec},
 		{Flaky, 6 * sec, 15 * sec},
 		{Overloaded, 15 * sec, 24 * sec},
-		{Outage, 24 * sec, 36 * sec},
-		{RateLimited, 36 * sec, 45 * sec},
-		{Recovery, 45 * sec, 54 * sec},
+		{Outage, 24 * sec, 35 * sec},
+		{RateLimited, 35 * sec, 44 * sec},
+		{Recovery, 44 * sec, 54 * sec},
 	}
 	got := testScenario.Spans()
 	if len(got) != len(want) {
@@ -33,7 +33,7 @@ func TestSpansSplitTheRun(t *testing.T) {
 		want Phase
 	}{
 		{-sec, Healthy}, {0, Healthy}, {6*sec - 1, Healthy}, {6 * sec, Flaky}, {24 * sec, Outage},
-		{36 * sec, RateLimited}, {45 * sec, Recovery}, {time.Hour, Recovery}, // calls in flight after the end see a healthy upstream
+		{35 * sec, RateLimited}, {44 * sec, Recovery}, {time.Hour, Recovery}, // calls in flight after the end see a healthy upstream
 	} {
 		if got := testScenario.PhaseAt(tc.at); got != tc.want {
 			t.Errorf("PhaseAt(%v) = %v, want %v", tc.at, got, tc.want)
