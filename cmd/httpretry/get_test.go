@@ -399,6 +399,7 @@ func TestGetExitCodeMapping(t *testing.T) {
 		{"breaker open", 0, wrap(&breaker.OpenError{Name: "h", State: breaker.Open, RetryIn: time.Minute}), getExitRefused},
 		{"breaker half-open", 0, wrap(&breaker.OpenError{Name: "h", State: breaker.HalfOpen}), getExitRefused},
 		{"budget", 0, wrap(fmt.Errorf("reset (gave up: %w)", httpretry.ErrBudgetExhausted)), getExitRefused},
+		{"rate limited", 0, wrap(&httpretry.ThrottleError{Host: "h", Wait: time.Minute, Reason: httpretry.StopDeadline}), getExitRefused},
 		{"deadline", 0, wrap(context.DeadlineExceeded), getExitTimeout},
 		{"net timeout", 0, wrap(&net.OpError{Op: "read", Err: os.ErrDeadlineExceeded}), getExitTimeout},
 		{"interrupted", 0, wrap(context.Canceled), getExitInterrupted},
