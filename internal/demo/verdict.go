@@ -81,14 +81,15 @@ func (r *Report) Verdict(p Phase) string {
 	switch p {
 	case Healthy:
 		lo := math.Min(math.Min(d.Success(), n.Success()), math.Min(s.Success(), z.Success()))
-		return fmt.Sprintf("Nothing fails, so nothing separates them: every strategy succeeds %s or more, "+
+		return fmt.Sprintf("Nothing fails, so nothing separates them: every strategy succeeds at least %s, "+
 			"with %.2f to %.2f upstream requests per call. A tie.", pct(lo),
 			math.Min(math.Min(d.PerCall(), n.PerCall()), math.Min(s.PerCall(), z.PerCall())),
 			math.Max(math.Max(d.PerCall(), n.PerCall()), math.Max(s.PerCall(), z.PerCall())))
 	case Flaky:
 		return fmt.Sprintf("%s: retries work here, since a retry fails no more often than a first attempt. "+
 			"%s succeeds %s with %.2f requests per call, %s %s with %.2f; the adaptive budget refused %d retries, "+
-			"because a retry that succeeds costs it nothing. The %s succeeds %s: it does not retry a connection "+
+			"because a retry that succeeds costs it nothing. A call that waits before its retry near the end of the "+
+			"phase meets the overloaded upstream instead. The %s succeeds %s: it does not retry a connection "+
 			"reset (httpx raises ReadError, which it does not list as transient). %s: %s.",
 			wins(best(m, allStrategies, success, 0.005, false)),
 			Defaults, pct(d.Success()), d.PerCall(), Naive, pct(n.Success()), n.PerCall(), d.BudgetRefusals,
@@ -117,13 +118,14 @@ func (r *Report) Verdict(p Phase) string {
 	case Outage:
 		spare := best(m, allStrategies, func(x PhaseStats) float64 { return x.Load() }, 0.5, true)
 		return fmt.Sprintf("Nothing can succeed; the question is what each strategy costs the upstream and its own callers. "+
-			"%s sent %.1f requests/s and had at most %d callers in flight, failing them in %s (p50): its breaker opens "+
-			"after five failed calls and then lets one probe through per cooldown, and its budget allows only its floor of "+
-			"retries once attempts keep failing. The %s sent %.1f requests/s with up to %d callers in flight, held %s (p50) "+
-			"by retries that cannot succeed, and let every caller through whenever its cooldown ran out. %s sent %.0f "+
+			"%s sent %.1f requests/s and had at most %d callers in flight (p99 %s): its breaker opens after five failed "+
+			"calls and then lets one probe through per cooldown, and its budget pays only its floor of retries once "+
+			"attempts keep failing. The %s sent %.1f requests/s with up to %d callers in flight (p99 %s): its breaker lets "+
+			"every caller through whenever the cooldown since its last failure has run out, and each sits in 1 s waits "+
+			"until its retries fail, unless its first failure is a reset, which it does not retry. %s sent %.0f "+
 			"requests/s, %s %.0f. %s spares the upstream most. Failing fast frees callers at once; the price is paid "+
 			"at the recovery.",
-			Defaults, d.Load(), d.PeakInFlight, latency(d.P50, d.Calls), Seed, s.Load(), s.PeakInFlight, latency(s.P50, s.Calls),
+			Defaults, d.Load(), d.PeakInFlight, latency(d.P99, d.Calls), Seed, s.Load(), s.PeakInFlight, latency(s.P99, s.Calls),
 			Naive, n.Load(), NoRetries, z.Load(), and(spare))
 	case Recovery:
 		return fmt.Sprintf("The upstream is healthy again: %s. Success %s (%s), %s (%s), %s (%s), %s (%s); "+
