@@ -36,9 +36,11 @@ type Result struct {
 	Complete bool
 	// Transitions are the breaker's state changes, in order.
 	Transitions []Transition
-	// Lag is the latest a call went out after its arrival time: how far
-	// the machine fell behind the load it was asked to make.
-	Lag time.Duration
+	// Late counts the calls that went out more than MaxLag after their
+	// arrival time, and Lag is the latest of them: how far the machine fell
+	// behind the load it was asked to make.
+	Late int
+	Lag  time.Duration
 
 	// calls are the calls by arrival index, requests the upstream's
 	// requests in arrival order. Requests net/http resends on its own (a
@@ -330,24 +332,33 @@ func (r *Report) WriteText(w io.Writer) error {
 	return err
 }
 
-// MaxLag is how far behind the load the machine fell: the most any call of
-// any strategy went out after its arrival time.
-const MaxLag = 100 * time.Millisecond
+// MaxLag is how late a call may go out after its arrival time before it
+// counts as late; MaxLateShare is the share of late calls past which the
+// machine did not keep up with the load.
+const (
+	MaxLag       = 100 * time.Millisecond
+	MaxLateShare = 0.01
+)
 
-// LagWarning says, when some call went out more than MaxLag after its
-// arrival time, that the machine could not keep up and the numbers measure
-// it as much as the strategies; "" otherwise.
+// LagWarning says, when more than MaxLateShare of some strategy's calls
+// went out more than MaxLag after their arrival time, that the machine could
+// not keep up and the numbers measure it as much as the strategies; ""
+// otherwise. A single stall of the machine is not enough.
 func (r *Report) LagWarning() string {
+	var share float64
 	var worst time.Duration
 	for _, res := range r.Results {
+		if len(res.calls) > 0 {
+			share = max(share, float64(res.Late)/float64(len(res.calls)))
+		}
 		worst = max(worst, res.Lag)
 	}
-	if worst <= MaxLag {
+	if share <= MaxLateShare {
 		return ""
 	}
-	return fmt.Sprintf("WARNING: the machine could not keep up with the load: calls went out up to %s after their arrival time. "+
-		"These numbers measure the machine as much as the strategies; run again on a quieter one, or with a lower --rate.",
-		latency(worst, 1))
+	return fmt.Sprintf("WARNING: the machine could not keep up with the load: %.1f%% of a strategy's calls went out more than %s "+
+		"after their arrival time, up to %s. These numbers measure the machine as much as the strategies; run again on a "+
+		"quieter one, or with a lower --rate.", 100*share, latency(MaxLag, 1), latency(worst, 1))
 }
 
 // stats returns every result's phase stats, in the order of Results.

@@ -296,13 +296,17 @@ func TestLagWarning(t *testing.T) {
 	if got := r.LagWarning(); got != "" {
 		t.Errorf("no lag: %q", got)
 	}
-	r.Results[2].Lag = 1500 * time.Millisecond
+	r.Results[2].Late, r.Results[2].Lag = 1, 1500*time.Millisecond // one stall
+	if got := r.LagWarning(); got != "" {
+		t.Errorf("one late call in %d: %q", len(r.Results[2].calls), got)
+	}
+	r.Results[2].Late = 27 // of 540
 	var b strings.Builder
 	if err := r.WriteText(&b); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(b.String(), "WARNING: the machine could not keep up with the load: calls went out up to 1.50s after") {
-		t.Errorf("a 1.5s lag without a warning:\n%s", b.String())
+	if !strings.Contains(b.String(), "WARNING: the machine could not keep up with the load: 5.0% of a strategy's calls went out more than 100ms after their arrival time, up to 1.50s.") {
+		t.Errorf("5%% late calls without a warning:\n%s", b.String())
 	}
 }
 

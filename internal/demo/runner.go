@@ -237,6 +237,7 @@ type run struct {
 	calls    []callRecord // by arrival index
 	inFlight atomic.Int64
 	lag      time.Duration // the latest any call went out after its arrival time
+	late     int           // calls that went out more than MaxLag after it
 	// budgetRefusals and breakerRefusals count, by phase, retries the
 	// budget refused and calls the breaker refused.
 	budgetRefusals, breakerRefusals [numPhases]atomic.Int64
@@ -301,7 +302,10 @@ func (rn *run) drive(ctx context.Context, arrivals []time.Duration) {
 			made = i
 			break
 		}
-		rn.lag = max(rn.lag, time.Since(rn.start)-at)
+		if lag := time.Since(rn.start) - at; lag > MaxLag {
+			rn.late++
+			rn.lag = max(rn.lag, lag)
+		}
 		rn.inFlight.Add(1)
 		wg.Go(func() {
 			defer rn.inFlight.Add(-1)
@@ -349,6 +353,7 @@ func (rn *run) result(complete bool) Result {
 		Complete:    complete,
 		Transitions: rn.trans.list(),
 		Lag:         rn.lag,
+		Late:        rn.late,
 		calls:       rn.calls,
 		requests:    rn.reqs.list(),
 	}
