@@ -55,9 +55,9 @@ const (
 	quietEnd = 10 * time.Second
 	// growth is how much the rate grows per second of answers without a
 	// signal, to find out whether the host would take more; fastGrowth
-	// once the limit seems gone (about doubling each second).
+	// once the limit seems gone (about doubling every half second).
 	growth     = 0.1
-	fastGrowth = 0.7
+	fastGrowth = 1.4
 	// measureSpan is how far back the delivered rate is measured.
 	measureSpan = 2 * time.Second
 )
@@ -94,10 +94,11 @@ const (
 //     last raise. Callers waiting for a turn are woken to take a new one
 //     when the rate has doubled since they took theirs, so that a queue
 //     built at a slow pace drains at the new one.
-//  5. Twice the last hint (at least a second) after the last signal, the
-//     limit may have gone: the rate grows seven times faster (doubling
-//     about every second) until the next signal. The pacing ends above a
-//     thousand requests a second, or after 10 s without a signal.
+//  5. Once the last hint (at least a second) has passed without another
+//     signal, the limit may have gone: the rate grows fourteen times
+//     faster (doubling about every half second) until the next signal. The
+//     pacing ends above a thousand requests a second, or after 10 s
+//     without a signal.
 //
 // Unthrottled, a request reads one atomic flag. All the rest is under a
 // mutex, on the throttled path only.
@@ -253,7 +254,7 @@ func (t *throttle) ok(tr turn, now time.Time) {
 		return
 	}
 	g := growth
-	if now.Sub(t.heard) >= max(2*t.hint, time.Second) {
+	if now.Sub(t.heard) >= max(t.hint, time.Second) {
 		g = fastGrowth
 	}
 	if t.slow {
