@@ -90,16 +90,16 @@ func (r *Report) WriteHTML(w io.Writer) error {
 
 	stats := r.stats()
 	for _, sp := range sc.Spans() {
-		fmt.Fprintf(&b, "<h2>%s <small>(%s - %s)</small></h2>\n", sp.Phase, seconds(sp.Start), seconds(sp.End))
+		fmt.Fprintf(&b, "<h2 id=\"%s\">%s <small>(%s - %s)</small></h2>\n", sp.Phase, sp.Phase, seconds(sp.Start), seconds(sp.End))
 		writeHTMLTable(&b, r.phaseTable(sp.Phase, stats))
 		fmt.Fprintf(&b, "<p class=\"verdict\">%s</p>\n", html.EscapeString(r.Verdict(sp.Phase)))
 	}
-	fmt.Fprintf(&b, "<h2>recovery times <small>(the outage ends at %s, the rate limit at %s)</small></h2>\n",
+	fmt.Fprintf(&b, "<h2 id=\"recovery-times\">recovery times <small>(the outage ends at %s, the rate limit at %s)</small></h2>\n",
 		seconds(sc.Span(Outage).End), seconds(sc.Span(Recovery).Start))
 	writeHTMLTable(&b, r.recoveryTable())
 	fmt.Fprintf(&b, "<p class=\"verdict\">%s</p>\n", html.EscapeString(r.RecoveryVerdict()))
 	if targets := r.Targets(); len(targets) > 0 {
-		b.WriteString("<h2>targets for httpretry defaults</h2>\n<ul>\n")
+		b.WriteString("<h2 id=\"targets\">targets for httpretry defaults</h2>\n<ul>\n")
 		for _, t := range targets {
 			class, verdict := "", "met"
 			if !t.Met {
@@ -110,7 +110,7 @@ func (r *Report) WriteHTML(w io.Writer) error {
 		b.WriteString("</ul>\n")
 	}
 
-	b.WriteString("<h2>over time</h2>\n<p class=\"legend\">")
+	b.WriteString("<h2 id=\"over-time\">over time</h2>\n<p class=\"legend\">")
 	for p := range numPhases {
 		fmt.Fprintf(&b, "<span><i style=\"background:%s\"></i>%s</span>", phaseFill[p], p)
 	}

@@ -61,7 +61,7 @@ func TestHTMLSelfContained(t *testing.T) {
 		}
 	}
 	for _, want := range []string{NoRetries, Naive, Seed, Defaults, "&amp;httpretry.Transport{} &lt;defaults&gt;", "outage",
-		"rate-limited", "half-open", "<h2>flaky <small>", "targets for httpretry defaults", "callers in flight"} {
+		"rate-limited", "half-open", "<h2 id=\"flaky\">flaky <small>", "targets for httpretry defaults", "callers in flight"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("the page lacks %q", want)
 		}
