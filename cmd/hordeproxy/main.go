@@ -19,6 +19,12 @@
 // $AI_HORDE_URL, else $HORDE_URL, else https://aihorde.net/api/. With
 // --redis the cache lives in Redis, shared by replicas and kept across
 // restarts; without it, in memory.
+//
+// With OTEL_EXPORTER_OTLP_ENDPOINT set (or OTEL_TRACES_EXPORTER or
+// OTEL_METRICS_EXPORTER=otlp), each request to a data endpoint is exported
+// as an OpenTelemetry server span holding the AI Horde API's attempts and
+// the retry events, with httpretry's metrics, over OTLP/HTTP. Without them
+// nothing is exported.
 package main
 
 import (
@@ -83,6 +89,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		return exitUsage
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
+	tel := startTelemetry(ctx, logger) // nil unless OTEL_* asks for export
+	defer tel.shutdown()
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -95,14 +103,16 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	// the metrics (transitions) and the log; the collector reads its state
 	// at each scrape.
 	cfg := horde.APIBreakerConfig()
-	cfg.OnStateChange, cfg.Logger = m.OnStateChange, logger
+	cfg.OnStateChange, cfg.Logger = tel.onStateChange(m.OnStateChange), logger
 	cb, err := breaker.New(cfg)
 	if err != nil {
 		fmt.Fprintln(stderr, "hordeproxy:", err)
 		return exitFailure
 	}
-	client := &horde.Client{BaseURL: *hordeURL, Logger: logger, Observer: m.Observe, Breaker: cb}
+	client := &horde.Client{BaseURL: *hordeURL, Logger: logger, Observer: tel.observer(m.Observe), Breaker: cb,
+		Transport: tel.base()}
 	m.WatchBreaker(cb)
+	tel.watch(cb)
 	defer client.CloseIdleConnections()
 	if *redisAddr != "" {
 		// rediscache.New makes no Redis call: the proxy starts, and serves
@@ -127,7 +137,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		return exitFailure
 	}
 	srv := &http.Server{
-		Handler:           mux,
+		Handler:           tel.handler(mux),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
