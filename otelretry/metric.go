@@ -117,6 +117,9 @@ func newHostSets(hostport, scheme string) *hostSets {
 // count records e in the metrics. The request's context goes with each
 // measurement, so that an SDK can attach the caller's span as an exemplar.
 func (t *Telemetry) count(e httpretry.Event) {
+	if t.noMetrics {
+		return
+	}
 	ctx, scheme := context.Background(), ""
 	if e.Request != nil {
 		ctx, scheme = e.Request.Context(), e.Request.URL.Scheme

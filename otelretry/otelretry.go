@@ -69,6 +69,7 @@ import (
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/propagation"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
@@ -111,9 +112,10 @@ type Config struct {
 // Observe and OnStateChange fit the Transport's and the breakers' hooks;
 // Instrument installs all three. Its methods are safe for concurrent use.
 type Telemetry struct {
-	tracer trace.Tracer // nil when the provider is a no-op one: nothing to record
-	prop   propagation.TextMapPropagator
-	inst   instruments
+	tracer    trace.Tracer // nil when the provider is a no-op one: nothing to record
+	noMetrics bool         // the meter provider is a no-op one
+	prop      propagation.TextMapPropagator
+	inst      instruments
 
 	hosts labels[*hostSets] // server.address attribute sets, bounded
 	names labels[string]    // breaker names, bounded
@@ -153,6 +155,7 @@ func New(cfg Config) (*Telemetry, error) {
 	t.hosts.init(max)
 	t.names.init(max)
 	meter := mp.Meter(ScopeName, metric.WithInstrumentationVersion(version()), metric.WithSchemaURL(semconv.SchemaURL))
+	_, t.noMetrics = meter.(metricnoop.Meter) // as for the tracer: nothing to count into
 	if err := t.inst.init(meter); err != nil {
 		return nil, fmt.Errorf("otelretry: %w", err)
 	}
