@@ -11,10 +11,6 @@ import (
 	"github.com/hordekit/httpretry"
 )
 
-// maxBody bounds a response body. The largest the API sends, the list of
-// every worker, is a few megabytes.
-const maxBody = 32 << 20
-
 // checkKey is the context key under which fetch hands an endpoint's body
 // check to checkedTransport.
 type checkKey struct{}
@@ -75,13 +71,16 @@ func (c *Client) recordFailure() {
 }
 
 // checkedTransport sits beneath the retrying transport. For a request that
-// carries a body check in its context it reads each 200 body and returns an
-// error matching ErrMalformed, instead of the response, when the body fails
-// the check, so that the retry loop and the breaker see the attempt as
-// failed. A body cut short by the network comes back as the read error,
-// which the transport retries and counts as a failure itself.
+// carries a body check in its context it reads each 200 body, within the
+// Client's MaxBodySize and BodyMemory, and returns an error matching
+// ErrMalformed, instead of the response, when the body fails the check, so
+// that the retry loop and the breaker see the attempt as failed. A body cut
+// short by the network comes back as the read error, which the transport
+// retries and counts as a failure itself.
 type checkedTransport struct {
-	base http.RoundTripper // nil means http.DefaultTransport
+	base  http.RoundTripper // nil means http.DefaultTransport
+	limit int64
+	mem   *BodyMemory
 }
 
 // RoundTrip sends req and checks the body of a 200.
@@ -95,16 +94,21 @@ func (t checkedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil || !ok || resp.StatusCode != http.StatusOK {
 		return resp, err
 	}
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
-	resp.Body.Close()
-	switch {
-	case err != nil:
+	if err := limitBody(resp, t.limit, t.mem); err != nil {
+		return nil, err
+	}
+	// The reservation is held until the check is done: the body and what
+	// decoding it takes are live until then.
+	defer resp.Body.Close()
+	raw, err := readBody(resp.Body, resp.ContentLength)
+	if err != nil {
+		if errors.Is(err, ErrMalformed) || errors.Is(err, ErrBodyMemory) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("horde: reading the response body: %w", err)
-	case len(raw) > maxBody:
-		return nil, fmt.Errorf("horde: %w: the body exceeds %d bytes", ErrMalformed, maxBody)
 	}
 	if err := check(raw); err != nil {
-		return nil, fmt.Errorf("horde: %w", err)
+		return nil, err
 	}
 	resp.Body = io.NopCloser(bytes.NewReader(raw))
 	resp.ContentLength = int64(len(raw))
@@ -122,6 +126,8 @@ func (t checkedTransport) CloseIdleConnections() {
 	}
 }
 
-// retryMalformed makes the retry loop treat an unusable 200 like a 5xx: a
-// proxy's error page or a body cut short is often gone on the next attempt.
-func retryMalformed(err error) bool { return errors.Is(err, ErrMalformed) }
+// retryBody makes the retry loop treat an unusable 200 like a 5xx, since a
+// proxy's error page or a body cut short is often gone on the next attempt,
+// and retry a read that found the body memory full, which frees as other
+// fetches end.
+func retryBody(err error) bool { return errors.Is(err, ErrMalformed) || errors.Is(err, ErrBodyMemory) }

@@ -113,6 +113,11 @@ var discard = slog.New(slog.DiscardHandler)
 // epoch is where the fake clocks start.
 var epoch = time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 
+// expired is how far to move the clock for a copy to be past both FreshFor
+// and the stale-while-revalidate window, so that callers wait for the
+// refresh.
+const expired = horde.DefaultFreshFor + horde.DefaultStaleWhileRevalidate + time.Second
+
 // newClient returns a Client for base with its own breaker (the seed's
 // settings) and transport, both on one fake clock whose timers fire at once,
 // so retry waits take no time and show up as the clock moving.

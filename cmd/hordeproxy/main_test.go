@@ -13,7 +13,12 @@ import (
 	"github.com/hordekit/httpretry/internal/leaktest"
 )
 
-const workersJSON = `[{"type":"text","name":"Oakhollow Fimbul","id":"d7f440c5-41d5-4cab-999b-65a674d8ef34","online":true,"team":{"name":null,"id":null}}]`
+// workersJSON is one text worker with every field the consumer requires.
+const workersJSON = `[{"type":"text","name":"Oakhollow Fimbul","id":"d7f440c5-41d5-4cab-999b-65a674d8ef34","online":true,` +
+	`"requests_fulfilled":96012,"kudos_rewards":1147711.0,"kudos_details":{"generated":1021550.0,"uptime":126161},` +
+	`"performance":"9.8 tokens per second","threads":1,"uptime":1577010,"maintenance_mode":true,"nsfw":false,` +
+	`"trusted":true,"flagged":false,"uncompleted_jobs":402,"models":["koboldcpp/Fimbulvetr-11B-v2"],` +
+	`"team":{"name":null,"id":null},"bridge_agent":"KoboldCppEmbedWorker:2:https://github.com/LostRuins/koboldcpp"}]`
 
 var addrRE = regexp.MustCompile(`msg="hordeproxy listening" addr=(\S+)`)
 
