@@ -1,6 +1,7 @@
 package horde
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -259,8 +260,11 @@ func writeError(w http.ResponseWriter, code int, msg string) {
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
-	b, _ := json.Marshal(v) // only the handler's own types, which always marshal
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false) // an error reads "use &", not "use \u0026"
+	_ = enc.Encode(v)        // only the handler's own types, which always marshal
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
-	_, _ = w.Write(b)
+	_, _ = w.Write(bytes.TrimSuffix(b.Bytes(), []byte("\n")))
 }

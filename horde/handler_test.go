@@ -237,6 +237,9 @@ func TestHandlerRefusesBadInput(t *testing.T) {
 			resp.Header.Get("Content-Type") != "application/json" || !strings.Contains(e.Error, tt.says) {
 			t.Errorf("%s %.80s: %d %q, want %d with a JSON error saying %q", tt.method, tt.target, resp.StatusCode, e.Error, tt.code, tt.says)
 		}
+		if tt.says == "semicolon" && !strings.Contains(raw, "use &") {
+			t.Errorf("the body escapes &: %s", raw)
+		}
 		if len(raw) > 400 {
 			t.Errorf("%s %.80s: a %d-byte error body", tt.method, tt.target, len(raw))
 		}
