@@ -18,9 +18,13 @@ const (
 	EventGiveUp
 	// EventRefused: the breaker refused the call before any attempt.
 	EventRefused
+	// EventBodyFailed: the body of a response already returned failed while
+	// being read (Err: a reset, a cut, a stall; Offset: the bytes read). A
+	// resume (EventRetry with Resume set) or a give-up follows.
+	EventBodyFailed
 )
 
-var eventNames = [...]string{"attempt", "retry", "give_up", "refused"}
+var eventNames = [...]string{"attempt", "retry", "give_up", "refused", "body_failed"}
 
 func (k EventKind) String() string {
 	if int(k) < len(eventNames) {
@@ -41,6 +45,13 @@ type Event struct {
 	Outcome    breaker.Outcome // EventAttempt: what the attempt told the breaker
 	Wait       time.Duration   // EventRetry
 	Reason     StopReason      // EventGiveUp, EventRefused
+	// Resume marks events about a response body after its headers: the
+	// failure (EventBodyFailed), the wait before a range request that
+	// continues it (EventRetry), that request (EventAttempt), or giving up
+	// on the body (EventGiveUp).
+	Resume bool
+	// Offset is how many body bytes the caller had read, for Resume events.
+	Offset int64
 }
 
 func (t *Transport) observe(e Event) {

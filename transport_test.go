@@ -102,6 +102,7 @@ func TestRetryAfterDateIsHonoured(t *testing.T) {
 			faultserver.OK()),
 	})
 	fx := newFixture(t, &Transport{})
+	fx.t.Policy.Rand = func() float64 { return 0 } // no spread after the hint
 	resp, _, err := fx.get(t, srv.URL)
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("GET = %v, %v", resp, err)
