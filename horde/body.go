@@ -4,21 +4,21 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
-	"sync"
 	"sync/atomic"
 )
 
-// DefaultMaxBodySize bounds one response body when Client.MaxBodySize is 0.
-// The largest body the API sends, the list of every worker, is a few
-// megabytes.
-const DefaultMaxBodySize = 32 << 20
+// DefaultMaxBodySize bounds one response body when Client.MaxBodySize is 0:
+// 16 MiB, as httpretry.DefaultMaxCheckBody. The largest body the API sends,
+// the list of every worker, is a few megabytes.
+const DefaultMaxBodySize = 16 << 20
 
-// DefaultBodyMemory is the size of ProcessBodyMemory: room for two bodies of
-// DefaultMaxBodySize at once, or many ordinary ones. Eight concurrent
-// fetches of oversized bodies keep the proxy's peak RSS near 100 MB with it
-// (TestPeakRSSWithOversizedBodies in cmd/hordeproxy).
-const DefaultBodyMemory = 64 << 20
+// DefaultBodyMemory is the size of ProcessBodyMemory, 24 MiB: one body of
+// DefaultMaxBodySize with room for ordinary ones beside it. The transport
+// reads a body into growing chunks and copies them into one slice at the
+// end, so a read briefly holds about twice what it reserved; with this size,
+// eight concurrent fetches of 50 MB bodies keep the proxy's peak RSS near
+// 100-115 MB (TestPeakRSSWithOversizedBodies in cmd/hordeproxy).
+const DefaultBodyMemory = 24 << 20
 
 // ErrBodyMemory is matched (errors.Is) by the error of an attempt that
 // stopped reading a response body because the BodyMemory it shares with
@@ -34,8 +34,10 @@ var ErrBodyMemory = errors.New("the memory bound for AI Horde response bodies in
 // ErrBodyMemory. Nothing waits for room, so fetches holding part of a body
 // can never wait on each other.
 //
-// Reservations are released once the body has been checked. The copies the
-// Store keeps afterwards are bounded by the Store (MemoryStore.MaxEntries).
+// A reservation lasts until the body has been read whole (or the read
+// fails); the transport then checks the bytes and hands them on. The copies
+// the Store keeps afterwards are bounded by the Store
+// (MemoryStore.MaxEntries).
 //
 // A BodyMemory is safe for concurrent use.
 type BodyMemory struct {
@@ -86,18 +88,6 @@ func tooLarge(limit int64) error {
 	return &BodyError{Item: -1, Problem: fmt.Sprintf("the body exceeds %d bytes", limit)}
 }
 
-// limitBody makes resp's body count against mem and fail past limit bytes.
-// A Content-Length over the limit fails at once, without reading; the body
-// is then closed.
-func limitBody(resp *http.Response, limit int64, mem *BodyMemory) error {
-	if resp.ContentLength > limit {
-		resp.Body.Close()
-		return tooLarge(limit)
-	}
-	resp.Body = &meteredBody{rc: resp.Body, mem: mem, limit: limit}
-	return nil
-}
-
 // meteredBody reserves every byte it reads from mem, holds the reservation
 // until Close, and fails once more than limit bytes have come.
 type meteredBody struct {
@@ -139,73 +129,4 @@ func (b *meteredBody) Close() error {
 		b.err = errors.New("horde: read of a closed body")
 	}
 	return b.rc.Close()
-}
-
-// chunkSize is the unit in which a body of unknown length is read. Fixed
-// chunks from a pool, joined once at the end, keep the memory of a read
-// close to what it reserved; growing one slice would leave every smaller
-// copy behind as garbage, about as much again.
-const chunkSize = 256 << 10
-
-var chunks = sync.Pool{New: func() any { return new([chunkSize]byte) }}
-
-// readBody reads r to its end. size is the body's length when known (-1
-// otherwise), so that a body with a Content-Length is read into one
-// allocation of the right size.
-func readBody(r io.Reader, size int64) ([]byte, error) {
-	if size >= 0 {
-		buf := make([]byte, size)
-		if _, err := io.ReadFull(r, buf); err != nil {
-			return nil, err
-		}
-		// net/http enforces the length; this only surfaces its error.
-		if n, err := r.Read(make([]byte, 1)); n > 0 || err != io.EOF {
-			if err == nil || err == io.EOF {
-				err = errors.New("body longer than its Content-Length")
-			}
-			return nil, err
-		}
-		return buf, nil
-	}
-	var (
-		full  []*[chunkSize]byte
-		total int
-	)
-	defer func() {
-		for _, c := range full {
-			chunks.Put(c)
-		}
-	}()
-	for {
-		c := chunks.Get().(*[chunkSize]byte)
-		full = append(full, c)
-		n, err := fill(r, c[:])
-		total += n
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, err
-		}
-	}
-	out := make([]byte, 0, total)
-	for _, c := range full {
-		out = append(out, c[:min(chunkSize, total-len(out))]...)
-	}
-	return out, nil
-}
-
-// fill reads into buf until it is full or r fails; io.EOF is the body's
-// end. Unlike io.ReadFull it passes a body cut short (io.ErrUnexpectedEOF
-// from net/http) through as the error it is.
-func fill(r io.Reader, buf []byte) (int, error) {
-	n := 0
-	for n < len(buf) {
-		m, err := r.Read(buf[n:])
-		n += m
-		if err != nil {
-			return n, err
-		}
-	}
-	return n, nil
 }

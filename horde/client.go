@@ -165,8 +165,10 @@ type Client struct {
 	// DefaultMaxAttempts; negative is invalid.
 	MaxAttempts int
 
-	// AttemptTimeout bounds each attempt, the response body included. 0
-	// means DefaultAttemptTimeout; negative is invalid.
+	// AttemptTimeout bounds each attempt's wait for the response headers,
+	// and how long its body may make no progress (the transport's
+	// StallTimeout), as the original's httpx timeout does. 0 means
+	// DefaultAttemptTimeout; negative is invalid.
 	AttemptTimeout time.Duration
 
 	// MaxBodySize bounds one response body, in bytes; a larger one fails the
@@ -244,16 +246,21 @@ func (c *Client) init() error {
 		}
 		c.flights.init()
 		c.rt = &httpretry.Transport{
-			Base:     checkedTransport{base: c.Transport, limit: c.maxBodySize(), mem: c.bodyMemory()},
-			Breaker:  c.cb,
-			Observer: c.Observer,
+			Base:         meteredTransport{base: c.Transport, limit: c.maxBodySize(), mem: c.bodyMemory()},
+			Check:        checkResponse,
+			MaxCheckBody: c.maxBodySize(),
+			// The original's httpx timeout bounds the connection, the wait
+			// for the response and each read of the body alike.
+			StallTimeout: c.attemptTimeout(),
+			Breaker:      c.cb,
+			Observer:     c.Observer,
 			Policy: httpretry.Policy{
 				MaxAttempts:    c.maxAttempts(),
 				MinWait:        minWait,
 				MaxWait:        maxWait,
 				AttemptTimeout: c.attemptTimeout(),
 				MaxElapsed:     maxElapsed,
-				RetryIf:        retryBody,
+				RetryIf:        retryMemory,
 				Logger:         c.Logger,
 				Clock:          c.Clock,
 			},

@@ -116,9 +116,9 @@ func options() []option {
 			setAttempts},
 		{"attempt-timeout", "HORDEPROXY_ATTEMPT_TIMEOUT", "30s", "DURATION", "bound on each attempt, the response body included",
 			func(c *config, s string) (err error) { c.attemptTimeout, err = parseDuration(s, false); return err }},
-		{"max-body", "HORDEPROXY_MAX_BODY", "32MiB", "SIZE", "largest response body accepted from the API",
+		{"max-body", "HORDEPROXY_MAX_BODY", "16MiB", "SIZE", "largest response body accepted from the API",
 			func(c *config, s string) (err error) { c.maxBody, err = parseSize(s); return err }},
-		{"body-memory", "HORDEPROXY_BODY_MEMORY", "64MiB", "SIZE", "memory for response bodies being read, all fetches together",
+		{"body-memory", "HORDEPROXY_BODY_MEMORY", "24MiB", "SIZE", "memory for response bodies being read, all fetches together",
 			func(c *config, s string) (err error) { c.bodyMemory, err = parseSize(s); return err }},
 	}
 }

@@ -126,7 +126,7 @@ func TestServesHeartbeatDataAndMetrics(t *testing.T) {
 		`httpretry_attempts_total{host="` + host + `",outcome="success"} 1`,
 		`httpretry_breaker_state{breaker="ai_horde"} 0`,
 		`hordeproxy_body_memory_in_use_bytes 0`,
-		`hordeproxy_body_memory_limit_bytes 6.7108864e+07`,
+		`hordeproxy_body_memory_limit_bytes 2.5165824e+07`,
 		`go_goroutines `,
 	} {
 		if resp.StatusCode != 200 || !strings.Contains(b, want) {

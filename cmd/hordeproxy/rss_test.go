@@ -135,7 +135,7 @@ func peakRSS(t testing.TB, args ...string) int64 {
 
 // The case: eight different keys fetched at once, each answered with
 // a 50 MB body, took the proxy to 540 MB. With the default BodyMemory
-// (64 MiB for all bodies being read) and MaxBodySize (32 MiB each), peak
+// (24 MiB for all bodies being read) and MaxBodySize (16 MiB each), peak
 // RSS stays under 150 MB.
 func TestPeakRSSWithOversizedBodies(t *testing.T) {
 	const bound = 150_000_000
@@ -149,7 +149,7 @@ func TestPeakRSSWithOversizedBodies(t *testing.T) {
 // BenchmarkPeakRSS reports the proxy's peak RSS in the case above for
 // several --body-memory bounds; 1GiB is in effect no bound at all.
 func BenchmarkPeakRSS(b *testing.B) {
-	for _, mem := range []string{"64MiB", "256MiB", "1GiB"} {
+	for _, mem := range []string{"24MiB", "64MiB", "1GiB"} {
 		b.Run("body-memory="+mem, func(b *testing.B) {
 			var peak int64
 			for b.Loop() {
