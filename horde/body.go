@@ -17,7 +17,7 @@ const DefaultMaxBodySize = 16 << 20
 // reads a body into growing chunks and copies them into one slice at the
 // end, so a read briefly holds about twice what it reserved; with this size,
 // eight concurrent fetches of 50 MB bodies keep the proxy's peak RSS near
-// 100-115 MB (TestPeakRSSWithOversizedBodies in cmd/hordeproxy).
+// 100 MB (BenchmarkPeakRSS in cmd/hordeproxy).
 const DefaultBodyMemory = 24 << 20
 
 // ErrBodyMemory is matched (errors.Is) by the error of an attempt that
