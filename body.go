@@ -28,12 +28,14 @@ type respBody struct {
 	mu     sync.Mutex  // one Read at a time; Close takes it once the Read is unblocked
 	closed atomic.Bool // set first thing by Close
 
-	c     call           // the logical call, moved off RoundTrip's stack
-	resp  *http.Response // the first response: its validators and length
-	got   int64          // bytes handed to the caller
-	total int64          // the whole body's length; -1 when unknown
-	mark  int64          // got at the last failure, to tell progress
-	tries int            // failures since the body last made progress
+	c      call           // the logical call, moved off RoundTrip's stack
+	resp   *http.Response // the first response: its validators and length
+	status int            // the status of the response being read: the first's, or a resume's 206
+	base   int64          // where the first response's body starts in the resource: 0, or a 206's first byte
+	got    int64          // bytes handed to the caller
+	total  int64          // the resource's length; -1 when unknown
+	mark   int64          // got at the last failure, to tell progress
+	tries  int            // failures since the body last made progress
 	// resumes counts the range requests made for this body.
 	resumes int
 
@@ -49,7 +51,11 @@ type respBody struct {
 var errBodyClosed = errors.New("http: read on closed response body")
 
 func newRespBody(c *call, resp *http.Response) *respBody {
-	b := &respBody{c: *c, resp: resp, total: resp.ContentLength}
+	b := &respBody{c: *c, resp: resp, status: resp.StatusCode, total: resp.ContentLength}
+	if resp.StatusCode == http.StatusPartialContent {
+		// The caller asked for a range: positions are the resource's.
+		b.base, b.total, _ = parseContentRange(resp.Header.Get("Content-Range"))
+	}
 	b.w.rc = resp.Body
 	if c.t.watch.on() && !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
 		c.t.watch.add(&b.w)
@@ -78,8 +84,8 @@ func (b *respBody) Read(p []byte) (int, error) {
 		switch {
 		case err == nil:
 			return n, nil
-		case err == io.EOF && (b.total < 0 || b.got >= b.total):
-			b.end(breaker.Success)
+		case err == io.EOF && (b.total < 0 || b.base+b.got >= b.total):
+			b.end(breaker.Success, nil)
 			return n, io.EOF
 		case err == io.EOF:
 			err = io.ErrUnexpectedEOF // a range answered short of the whole
@@ -110,18 +116,19 @@ func (b *respBody) Close() error {
 	}
 	err := rc.Close()
 	b.mu.Lock()
-	b.end(breaker.Success)
+	b.end(breaker.Success, nil)
 	b.mu.Unlock()
 	return err
 }
 
 // end reports the call's outcome, once, and releases what the body held.
-func (b *respBody) end(o breaker.Outcome) {
+func (b *respBody) end(o breaker.Outcome, err error) {
 	if b.ended {
 		return
 	}
 	b.ended = true
 	b.c.permit.Record(o)
+	b.c.endTrace(b.status, err, o)
 	b.c.endAttempt()
 	if b.c.t.watch.on() {
 		b.c.t.watch.remove(&b.w)
@@ -139,11 +146,12 @@ func (b *respBody) fail(cut error) error {
 		return cut // Close unblocked the read; it reports the outcome
 	}
 	if c.req.Context().Err() != nil || !IsTransient(cut) {
-		b.end(breaker.Neutral)
+		b.end(breaker.Neutral, cut)
 		return cut
 	}
-	c.t.observe(Event{Kind: EventBodyFailed, Method: c.req.Method, Host: c.host, Attempt: c.attempt,
-		StatusCode: b.resp.StatusCode, Err: cut, Resume: true, Offset: b.got})
+	c.observe(Event{Kind: EventBodyFailed, Attempt: c.attempt, StatusCode: b.status, Err: cut,
+		Resume: true, Offset: b.got})
+	c.endTrace(b.status, cut, breaker.Failure)
 	if why := b.whyNotResumable(); why != "" {
 		return b.giveUp(&BodyError{Received: b.got, Resumes: b.resumes, Reason: StopNotResumable, Why: why, Err: cut})
 	}
@@ -173,8 +181,7 @@ func (b *respBody) resume(cut error) error {
 		c.endAttempt()
 		c.t.Policy.announce(ctx, c.attempt, wait, failure, slog.String("method", c.req.Method),
 			slog.String("url", RedactURL(c.req.URL)), slog.Int64("resume_at", b.got))
-		c.t.observe(Event{Kind: EventRetry, Method: c.req.Method, Host: c.host, Attempt: c.attempt,
-			Err: failure, Wait: wait, Resume: true, Offset: b.got})
+		c.observe(Event{Kind: EventRetry, Attempt: c.attempt, Err: failure, Wait: wait, Resume: true, Offset: b.got})
 		if err := clock.Sleep(ctx, c.clock(), wait); err != nil {
 			return b.giveUp(&BodyError{Received: b.got, Resumes: b.resumes, Reason: StopCanceled, Err: cut,
 				stop: &RetryError{Err: failure, Attempts: c.attempt, Reason: StopCanceled, cause: err}})
@@ -186,10 +193,14 @@ func (b *respBody) resume(cut error) error {
 		c.prev = wait
 		b.resumes++
 		c.attempt++
-		resp, err := c.send(b.rangeRequest(ctx))
+		resp, err := c.t.send(c.startAttempt(b.rangeRequest(ctx), AttemptInfo{Attempt: c.attempt, Resume: true, Offset: b.got}), c.timer)
+		c.timer = nil
 		outcome = outcomeOf(ctx, resp, err)
-		c.t.observe(Event{Kind: EventAttempt, Method: c.req.Method, Host: c.host, Attempt: c.attempt,
-			StatusCode: statusOf(resp), Err: err, Outcome: outcome, Resume: true, Offset: b.got})
+		c.observe(Event{Kind: EventAttempt, Attempt: c.attempt, StatusCode: statusOf(resp), Err: err,
+			Outcome: outcome, Resume: true, Offset: b.got})
+		if err != nil || resp.StatusCode != http.StatusPartialContent {
+			c.endTrace(statusOf(resp), err, outcome)
+		}
 		switch {
 		case err != nil && (ctx.Err() != nil || !IsTransient(err)):
 			return b.giveUp(&BodyError{Received: b.got, Resumes: b.resumes, Reason: StopNotResumable,
@@ -204,6 +215,7 @@ func (b *respBody) resume(cut error) error {
 			if !b.w.swap(resp.Body, &b.closed) {
 				return errBodyClosed
 			}
+			b.status = resp.StatusCode
 			return nil
 		case !c.t.retryStatus(resp.StatusCode):
 			c.t.detach(resp)
@@ -220,12 +232,11 @@ func (b *respBody) resume(cut error) error {
 // stopped it.
 func (b *respBody) giveUp(be *BodyError) error {
 	c := &b.c
-	c.t.observe(Event{Kind: EventGiveUp, Method: c.req.Method, Host: c.host, Attempt: c.attempt,
-		Err: be.Err, Reason: be.Reason, Resume: true, Offset: b.got})
+	c.observe(Event{Kind: EventGiveUp, Attempt: c.attempt, Err: be.Err, Reason: be.Reason, Resume: true, Offset: b.got})
 	if be.Reason == StopCanceled {
-		b.end(breaker.Neutral)
+		b.end(breaker.Neutral, be)
 	} else {
-		b.end(breaker.Failure)
+		b.end(breaker.Failure, be)
 	}
 	return be
 }
@@ -255,10 +266,12 @@ func (b *respBody) whyNotResumable() string {
 		return "only GET bodies are resumed, this is " + req.Method
 	case req.Body != nil && req.Body != http.NoBody:
 		return "the request has a body"
-	case resp.StatusCode != http.StatusOK:
-		return fmt.Sprintf("the response is a %d, not a 200", resp.StatusCode)
-	case req.Header.Get("Range") != "":
-		return "the request asked for a range itself"
+	case resp.StatusCode == http.StatusOK && req.Header.Get("Range") != "":
+		return "the request asked for a range, and the server sent the whole body"
+	case resp.StatusCode == http.StatusPartialContent && req.Header.Get("Range") != "bytes="+strconv.FormatInt(b.base, 10)+"-":
+		return "the request asked for a range other than one open-ended range (bytes=N-)"
+	case resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusPartialContent:
+		return fmt.Sprintf("the response is a %d, not a 200 or 206", resp.StatusCode)
 	case resp.Uncompressed:
 		return "net/http decompressed the body on the fly, so the bytes read are not the bytes sent (ask for an encoding yourself, or identity, to make it resumable)"
 	case !acceptsRanges(resp.Header):
@@ -281,11 +294,16 @@ func acceptsRanges(h http.Header) bool {
 }
 
 // validator returns the If-Range value that ties a range to the first
-// response (RFC 9110 section 13.1.5): its strong ETag; or, when it has no
-// ETag at all, its Last-Modified if that is a strong validator, at least a
-// second older than the response's Date. "" when there is none.
-func (b *respBody) validator() string {
-	h := b.resp.Header
+// response (RFC 9110 section 13.1.5), or "" when there is none.
+func (b *respBody) validator() string { return Validator(b.resp.Header) }
+
+// Validator returns the value for an If-Range header that ties a later range
+// request to the response with header h (RFC 9110 section 13.1.5): its
+// strong ETag; or, when it has no ETag at all, its Last-Modified if that is
+// a strong validator, at least a second older than the response's Date. It
+// returns "" when the response has none, and then no range request can be
+// tied to it safely.
+func Validator(h http.Header) string {
 	if etag := h.Get("ETag"); etag != "" {
 		if strings.HasPrefix(etag, "W/") {
 			return ""
@@ -304,7 +322,7 @@ func (b *respBody) validator() string {
 func (b *respBody) rangeRequest(ctx context.Context) *http.Request {
 	c := &b.c
 	r := c.req.Clone(c.attemptContext(ctx))
-	r.Header.Set("Range", "bytes="+strconv.FormatInt(b.got, 10)+"-")
+	r.Header.Set("Range", "bytes="+strconv.FormatInt(b.base+b.got, 10)+"-")
 	r.Header.Set("If-Range", b.validator())
 	r.Body, r.GetBody, r.ContentLength = nil, nil, 0
 	return r
@@ -317,8 +335,8 @@ func (b *respBody) mismatch(resp *http.Response) string {
 	switch {
 	case !ok:
 		return fmt.Sprintf("the 206 has no usable Content-Range (%q)", prefix([]byte(resp.Header.Get("Content-Range")), 64))
-	case first != b.got:
-		return fmt.Sprintf("the 206 starts at byte %d, not %d", first, b.got)
+	case first != b.base+b.got:
+		return fmt.Sprintf("the 206 starts at byte %d, not %d", first, b.base+b.got)
 	case b.total >= 0 && total != b.total:
 		return fmt.Sprintf("the 206 says the body is %d bytes long, not %d", total, b.total)
 	case etag != "" && resp.Header.Get("ETag") != "" && resp.Header.Get("ETag") != etag:

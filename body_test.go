@@ -363,3 +363,126 @@ func (h *hangingBody) Close() error {
 	}
 	return nil
 }
+
+// A server that always cuts cannot make a body loop forever: resumes that
+// make progress do not use up attempts, MaxResumes caps them.
+func TestResumesAreCapped(t *testing.T) {
+	leaktest.Check(t)
+	doc := &faultserver.Resource{Body: document(100_000, 5), ETag: `"cap"`}
+	srv := faultserver.Start(t, faultserver.Config{Behavior: faultserver.Always(
+		faultserver.ServeResource(doc).WithBodyFault(cutAfter(1000, false)))})
+	fx := newFixture(t, &Transport{MaxResumes: 7})
+	_, body, err := fx.get(t, srv.URL)
+	be, ok := errors.AsType[*BodyError](err)
+	if !ok || be.Reason != StopMaxResumes || be.Resumes != 7 || be.Received != 8000 || len(body) != 8000 {
+		t.Fatalf("read %d bytes, error %v; want StopMaxResumes after 7 resumes and 8000 bytes", len(body), err)
+	}
+	if !bytes.Equal([]byte(body), doc.Body[:8000]) || srv.Requests() != 8 {
+		t.Fatalf("%d requests, want 8; bytes correct: %v", srv.Requests(), bytes.Equal([]byte(body), doc.Body[:8000]))
+	}
+}
+
+// Failures in a row without a byte use up the policy's attempts: the range
+// requests answered 503 are retried, then the body gives up with the count.
+func TestResumeWithoutProgressUsesUpAttempts(t *testing.T) {
+	leaktest.Check(t)
+	doc := &faultserver.Resource{Body: document(50_000, 6), ETag: `"np"`}
+	srv := faultserver.Start(t, faultserver.Config{Behavior: faultserver.Script(
+		faultserver.ServeResource(doc).WithBodyFault(cutAfter(20_000, true)),
+		faultserver.Status(503), faultserver.Status(503), faultserver.ServeResource(doc))})
+	fx := newFixture(t, &Transport{})
+	_, body, err := fx.get(t, srv.URL)
+	be, ok := errors.AsType[*BodyError](err)
+	if !ok || be.Reason != StopExhausted || be.Received != 20_000 || len(body) != 20_000 {
+		t.Fatalf("read %d bytes, error %v; want StopExhausted after 20000 bytes", len(body), err)
+	}
+	if srv.Requests() != 3 || len(fx.waits.waits) != 2 {
+		t.Fatalf("%d requests and %d waits, want the GET, two range requests answered 503 (3 attempts), 2 waits", srv.Requests(), len(fx.waits.waits))
+	}
+
+	// With one more attempt, the third range request gets the rest.
+	srv.SetBehavior(faultserver.Script(
+		faultserver.ServeResource(doc).WithBodyFault(cutAfter(20_000, true)),
+		faultserver.Status(503), faultserver.Status(503), faultserver.ServeResource(doc)))
+	fx = newFixture(t, &Transport{Policy: Policy{MaxAttempts: 4}})
+	if _, body, err = fx.get(t, srv.URL); err != nil || body != string(doc.Body) {
+		t.Fatalf("with 4 attempts: %d bytes, %v", len(body), err)
+	}
+}
+
+// A caller's own open-ended range (bytes=N-) is continued as well, in the
+// resource's positions.
+func TestResumeOfTheCallersOwnRange(t *testing.T) {
+	leaktest.Check(t)
+	doc := &faultserver.Resource{Body: document(100_000, 7), ETag: `"own"`}
+	srv := faultserver.Start(t, faultserver.Config{Behavior: func(n int, _ *http.Request) faultserver.Fault {
+		if n == 0 {
+			return faultserver.ServeResource(doc).WithBodyFault(cutAfter(30_000, true))
+		}
+		return faultserver.ServeResource(doc)
+	}})
+	fx := newFixture(t, &Transport{})
+	req, _ := http.NewRequest("GET", srv.URL, nil)
+	req.Header.Set("Range", "bytes=40000-")
+	resp, err := fx.c.Do(req)
+	if err != nil || resp.StatusCode != 206 {
+		t.Fatalf("GET = %v, %v", resp, err)
+	}
+	got, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || !bytes.Equal(got, doc.Body[40_000:]) {
+		t.Fatalf("read %d bytes, %v; want the last 60000", len(got), err)
+	}
+	if rg := srv.Log()[1].Header.Get("Range"); rg != "bytes=70000-" {
+		t.Fatalf("resume asked %q, want bytes=70000-", rg)
+	}
+}
+
+// Close while a resume waits returns at once, and the body reports no
+// failure: the caller stopped it.
+func TestCloseDuringAResumeWait(t *testing.T) {
+	leaktest.Check(t)
+	doc := &faultserver.Resource{Body: document(50_000, 8), ETag: `"cl"`}
+	srv := faultserver.Start(t, faultserver.Config{Behavior: faultserver.Always(
+		faultserver.ServeResource(doc).WithBodyFault(cutAfter(10_000, true)))})
+	fx := newFixture(t, &Transport{})
+	fx.clk.SetAuto(false)
+	resp, err := fx.c.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := io.ReadAll(resp.Body)
+		done <- err
+	}()
+	fx.clk.BlockUntil(2) // the watchdog's scan, and the wait before the resume
+	resp.Body.Close()
+	if err := <-done; err == nil {
+		t.Fatal("the read went on after Close")
+	}
+	if srv.Requests() != 1 {
+		t.Fatalf("%d requests: a resume was sent after Close", srv.Requests())
+	}
+	if b := fx.t.Breakers().Get(hostOf(srv.URL)); b.ConsecutiveFailures() != 0 {
+		t.Fatalf("a body the caller closed counted as %d failures", b.ConsecutiveFailures())
+	}
+}
+
+// Only GET bodies are resumed: a POST's cut body fails with the reason.
+func TestPOSTBodyIsNeverResumed(t *testing.T) {
+	leaktest.Check(t)
+	doc := &faultserver.Resource{Body: document(50_000, 9), ETag: `"p"`}
+	srv := faultserver.Start(t, faultserver.Config{Behavior: faultserver.Always(
+		faultserver.ServeResource(doc).WithBodyFault(cutAfter(10_000, true)))})
+	fx := newFixture(t, &Transport{})
+	resp, err := fx.c.Post(srv.URL, "text/plain", strings.NewReader("make it"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if be, ok := errors.AsType[*BodyError](err); !ok || !strings.Contains(be.Why, "only GET") || srv.Requests() != 1 {
+		t.Fatalf("error %v after %d requests, want a *BodyError saying only GET bodies resume", err, srv.Requests())
+	}
+}

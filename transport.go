@@ -179,12 +179,24 @@ type Transport struct {
 	// hook for metrics. It runs on the request's goroutine and must be fast.
 	Observer func(Event)
 
-	once     sync.Once
-	initErr  error
-	retryOn  [10]uint64 // bitset of the status codes to retry, 0-639
-	breakers *breaker.Set
-	budgets  hostTable[*Budget]
-	watch    watchdog
+	// Tracer, when set, is told when each attempt starts and ends: the hook
+	// for tracing, one span per attempt. nil costs nothing.
+	Tracer Tracer
+
+	// Hedge, when set, sends a second attempt of a request that may be sent
+	// twice when its response headers are late (see HedgeConfig); nil, the
+	// default, never hedges. &HedgeConfig{} hedges once after an adaptive
+	// delay, within 10% of calls per host.
+	Hedge *HedgeConfig
+
+	once      sync.Once
+	initErr   error
+	retryOn   [10]uint64 // bitset of the status codes to retry, 0-639
+	breakers  *breaker.Set
+	hosts     hostTable[*hostState] // when there is no per-host breaker to keep the state beside
+	budgetCfg BudgetConfig
+	hedge     *HedgeConfig // normalized
+	watch     watchdog
 }
 
 // NewClient returns an *http.Client whose transport is a zero Transport:
@@ -212,6 +224,11 @@ func (t *Transport) Validate() error {
 	}
 	if t.MaxCheckBody < 0 {
 		return fmt.Errorf("httpretry: Transport.MaxCheckBody must not be negative (got %d)", t.MaxCheckBody)
+	}
+	if t.Hedge != nil {
+		if err := t.Hedge.Validate(); err != nil {
+			return nested("Transport.Hedge.", err, "HedgeConfig.")
+		}
 	}
 	return nil
 }
@@ -242,6 +259,16 @@ func (t *Transport) init() error {
 		if maxHosts == 0 {
 			maxHosts = DefaultMaxHosts
 		}
+		if t.Hedge != nil {
+			h := t.Hedge.normalized()
+			t.hedge = &h
+		}
+		if !t.NoBudget {
+			t.budgetCfg = t.Budget
+			if t.budgetCfg.Clock == nil {
+				t.budgetCfg.Clock = t.Policy.Clock
+			}
+		}
 		if !t.NoBreaker && t.Breaker == nil {
 			cfg := t.BreakerConfig
 			if cfg.Clock == nil {
@@ -250,21 +277,17 @@ func (t *Transport) init() error {
 			if cfg.Logger == nil {
 				cfg.Logger = t.Policy.Logger
 			}
-			t.breakers, t.initErr = breaker.NewSet(breaker.SetConfig{Config: cfg, MaxBreakers: maxHosts})
+			sc := breaker.SetConfig{Config: cfg, MaxBreakers: maxHosts}
+			if t.needsHostState() {
+				sc.NewValue = func(string) any { return t.newHostState() }
+			}
+			t.breakers, t.initErr = breaker.NewSet(sc)
 			if t.initErr != nil {
 				t.initErr = fmt.Errorf("httpretry: Transport.BreakerConfig: %w", t.initErr)
 				return
 			}
-		}
-		if !t.NoBudget {
-			cfg := t.Budget
-			if cfg.Clock == nil {
-				cfg.Clock = t.Policy.Clock
-			}
-			t.budgets.init(maxHosts, func() *Budget {
-				b, _ := NewBudget(cfg) // validated above
-				return b
-			})
+		} else if t.needsHostState() {
+			t.hosts.init(maxHosts, t.newHostState)
 		}
 		stall := t.StallTimeout
 		if stall == 0 {
@@ -313,16 +336,6 @@ func (t *Transport) base() http.RoundTripper {
 	return http.DefaultTransport
 }
 
-func (t *Transport) breakerFor(host string) breaker.CircuitBreaker {
-	switch {
-	case t.NoBreaker:
-		return nil
-	case t.Breaker != nil:
-		return t.Breaker
-	}
-	return t.breakers.Get(host)
-}
-
 func (t *Transport) retryStatus(code int) bool {
 	return code >= 0 && code < 64*len(t.retryOn) && t.retryOn[code/64]&(1<<(code%64)) != 0
 }
@@ -356,28 +369,30 @@ type call struct {
 	getBody  func() (io.ReadCloser, error) // nil: the body cannot be replayed
 	noReplay string                        // why, when there is a body
 
-	clk     clock.Clock        // set once a wait or a timer needs it
-	start   time.Time          // when the call began, for MaxElapsed
-	prev    time.Duration      // the last wait
-	attempt int                // attempts made, resumes included
-	cancel  context.CancelFunc // ends the current attempt's context, if it has one
-	timer   clock.Timer        // the current attempt's header timeout, until headers came
+	trace   func(AttemptResult) // ends the current attempt's trace, if a Tracer started one
+	clk     clock.Clock         // set once a wait or a timer needs it
+	start   time.Time           // when the call began, for MaxElapsed
+	prev    time.Duration       // the last wait
+	attempt int                 // attempts made, resumes included
+	cancel  context.CancelFunc  // ends the current attempt's context, if it has one
+	timer   clock.Timer         // the current attempt's header timeout, until headers came
 }
 
 func (c *call) run() (*http.Response, error) {
 	t, req := c.t, c.req
 	ctx := req.Context()
-	if c.cb = t.breakerFor(c.host); c.cb != nil {
+	var hs *hostState
+	if c.cb, hs = t.lookup(c.host); c.cb != nil {
 		p, err := c.cb.Acquire()
 		if err != nil {
 			closeBody(req)
-			t.observe(Event{Kind: EventRefused, Method: req.Method, Host: c.host, Err: err, Reason: StopBreakerOpen})
+			c.observe(Event{Kind: EventRefused, Err: err, Reason: StopBreakerOpen})
 			return nil, err
 		}
 		c.permit = p
 	}
-	if !t.NoBudget {
-		c.budget = t.budgets.get(c.host)
+	if hs != nil && hs.budget != nil {
+		c.budget = hs.budget
 		c.budget.Deposit()
 	}
 	if err := c.prepareBody(); err != nil {
@@ -388,13 +403,22 @@ func (c *call) run() (*http.Response, error) {
 	if p.MaxElapsed > 0 {
 		c.start = c.clock().Now()
 	}
-	for {
-		c.attempt++
+	for round := 1; ; round++ {
+		var resp *http.Response
+		var err error
+		hedged := c.hedgeable(hs)
+		if hedged {
+			resp, err = c.hedged(ctx, hs.hedge) // it reports each attempt itself
+		} else {
+			c.attempt++
+			resp, err = t.send(c.startAttempt(c.attemptRequest(ctx, c.attempt), AttemptInfo{Attempt: c.attempt}), c.timer)
+			c.timer = nil
+		}
 		attempt := c.attempt
-		resp, err := c.send(c.attemptRequest(ctx, attempt))
 		outcome := outcomeOf(ctx, resp, err)
-		t.observe(Event{Kind: EventAttempt, Method: req.Method, Host: c.host, Attempt: attempt,
-			StatusCode: statusOf(resp), Err: err, Outcome: outcome})
+		if !hedged {
+			c.observe(Event{Kind: EventAttempt, Attempt: attempt, StatusCode: statusOf(resp), Err: err, Outcome: outcome})
+		}
 		if !c.retryable(ctx, resp, err) {
 			return c.finish(resp, err, outcome)
 		}
@@ -402,10 +426,11 @@ func (c *call) run() (*http.Response, error) {
 		if resp != nil {
 			failure = &StatusError{Response: resp}
 		}
-		wait, stop := c.decide(ctx, attempt, attempt, failure, outcome)
+		wait, stop := c.decide(ctx, round, attempt, failure, outcome)
 		if stop != nil {
 			return c.end(resp, true, err, outcome, stop)
 		}
+		c.endTrace(statusOf(resp), err, outcome)
 		whole := true
 		if resp != nil {
 			whole = t.detach(resp)
@@ -413,8 +438,7 @@ func (c *call) run() (*http.Response, error) {
 		c.endAttempt()
 		p.announce(ctx, attempt, wait, failure,
 			slog.String("method", req.Method), slog.String("url", RedactURL(req.URL)), slog.Int("status", statusOf(resp)))
-		t.observe(Event{Kind: EventRetry, Method: req.Method, Host: c.host, Attempt: attempt,
-			StatusCode: statusOf(resp), Err: err, Wait: wait})
+		c.observe(Event{Kind: EventRetry, Attempt: attempt, StatusCode: statusOf(resp), Err: err, Wait: wait})
 		if serr := clock.Sleep(ctx, c.clk, wait); serr != nil {
 			c.permit.Release()
 			return nil, c.giveUp(resp, err, &RetryError{Err: failure, Attempts: attempt, Reason: StopCanceled, cause: serr}, false, 0)
@@ -440,24 +464,23 @@ func (c *call) clock() clock.Clock {
 	return c.clk
 }
 
-// send makes one attempt: the request under its header timeout, then, for
-// a checked Transport, the body and its check.
-func (c *call) send(r *http.Request) (*http.Response, error) {
-	resp, err := c.t.base().RoundTrip(r)
-	if c.timer != nil {
-		if !c.timer.Stop() {
-			// The header timeout fired, and cancelled the attempt: whatever
-			// came back is cut or about to be.
-			if resp != nil {
-				resp.Body.Close()
-				resp = nil
-			}
-			err = &TimeoutError{Limit: c.t.Policy.AttemptTimeout}
+// send makes one attempt: the request under its header timeout (timer,
+// which cancels the attempt's context when it fires), then, for a checked
+// Transport, the body and its check. It touches nothing of the call, so a
+// hedged round runs it on goroutines of its own.
+func (t *Transport) send(r *http.Request, timer clock.Timer) (*http.Response, error) {
+	resp, err := t.base().RoundTrip(r)
+	if timer != nil && !timer.Stop() {
+		// The header timeout fired, and cancelled the attempt: whatever
+		// came back is cut or about to be.
+		if resp != nil {
+			resp.Body.Close()
+			resp = nil
 		}
-		c.timer = nil
+		err = &TimeoutError{Limit: t.Policy.AttemptTimeout}
 	}
-	if err == nil && c.t.Check != nil && resp.StatusCode != http.StatusSwitchingProtocols && !c.t.retryStatus(resp.StatusCode) {
-		return c.t.check(resp)
+	if err == nil && t.Check != nil && resp.StatusCode != http.StatusSwitchingProtocols && !t.retryStatus(resp.StatusCode) {
+		return t.check(resp)
 	}
 	return resp, err
 }
@@ -476,8 +499,8 @@ func (c *call) end(resp *http.Response, whole bool, err error, outcome breaker.O
 
 // giveUp tells the Observer that the loop ends, and returns its error.
 func (c *call) giveUp(resp *http.Response, err error, stop *RetryError, resume bool, offset int64) *RetryError {
-	c.t.observe(Event{Kind: EventGiveUp, Method: c.req.Method, Host: c.host, Attempt: stop.Attempts,
-		StatusCode: statusOf(resp), Err: err, Reason: stop.Reason, Resume: resume, Offset: offset})
+	c.observe(Event{Kind: EventGiveUp, Attempt: stop.Attempts, StatusCode: statusOf(resp), Err: err,
+		Reason: stop.Reason, Resume: resume, Offset: offset})
 	return stop
 }
 
@@ -559,6 +582,7 @@ func (c *call) finish(resp *http.Response, err error, outcome breaker.Outcome) (
 		return resp, nil
 	}
 	c.permit.Record(outcome)
+	c.endTrace(statusOf(resp), err, outcome)
 	if c.cancel != nil {
 		if rw, ok := bodyWriter(resp); ok {
 			// A protocol switch (101) hands over a writable connection,
