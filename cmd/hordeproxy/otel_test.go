@@ -23,16 +23,19 @@ func TestExportsTracesAndMetrics(t *testing.T) {
 		t.Setenv(v, "")
 	}
 	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", recv.URL)
+	workers := fixture(t, "workers_text.json")
 	var calls atomic.Int32
 	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if calls.Add(1) == 1 {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			return
 		}
-		io.WriteString(w, workersJSON)
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(workers)
 	}))
 	defer api.Close()
-	addr, stop := start(t, api.URL+"/api/")
+	p := start(t, "--horde-url", api.URL+"/api/")
+	addr := p.addr
 
 	tr := &http.Transport{}
 	defer tr.CloseIdleConnections()
@@ -48,7 +51,7 @@ func TestExportsTracesAndMetrics(t *testing.T) {
 			t.Fatalf("%s: %d", path, resp.StatusCode)
 		}
 	}
-	if code := stop(); code != 0 {
+	if code := p.stop(); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
 
