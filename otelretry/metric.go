@@ -33,6 +33,7 @@ const (
 // instruments are the metrics; see the package documentation.
 type instruments struct {
 	attempts, retries, resumes, bodyFailures metric.Int64Counter
+	hedges, hedgeWins                        metric.Int64Counter
 	giveUps, budgetRefusals, refusals        metric.Int64Counter
 	transitions                              metric.Int64Counter
 	wait                                     metric.Float64Histogram
@@ -54,6 +55,10 @@ func (in *instruments) init(m metric.Meter) error {
 		"Range requests decided to continue a response body cut after its headers (also counted in httpretry.retries).")
 	in.bodyFailures = counter("httpretry.body_failures", "{failure}",
 		"Response bodies that failed after their headers: reset, cut short or stalled.")
+	in.hedges = counter("httpretry.hedges", "{hedge}",
+		"Hedged attempts sent: a second attempt of a request whose headers were late.")
+	in.hedgeWins = counter("httpretry.hedge_wins", "{round}",
+		"Rounds whose winning response came from a hedge.")
 	in.giveUps = counter("httpretry.give_ups", "{call}",
 		"Retryable failures that were not retried, by reason.")
 	in.budgetRefusals = counter("httpretry.budget_refusals", "{retry}",
@@ -141,6 +146,10 @@ func (t *Telemetry) count(e httpretry.Event) {
 		}
 	case httpretry.EventBodyFailed:
 		in.bodyFailures.Add(ctx, 1, h.plain...)
+	case httpretry.EventHedge:
+		in.hedges.Add(ctx, 1, h.plain...)
+	case httpretry.EventHedgeWon:
+		in.hedgeWins.Add(ctx, 1, h.plain...)
 	case httpretry.EventGiveUp:
 		if int(e.Reason) < len(h.giveUps) {
 			in.giveUps.Add(ctx, 1, h.giveUps[e.Reason]...)

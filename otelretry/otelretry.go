@@ -20,9 +20,12 @@
 // happens between the attempts goes on the caller's span, as events: the
 // wait before each retry (httpretry.retry), a body cut after its headers
 // (httpretry.body_failed), why the call gave up (httpretry.give_up: attempts
-// exhausted, the retry budget, the breaker, a Retry-After too long...), and
-// a breaker refusal before any attempt with the time until the next probe
-// (httpretry.refused). A call of three attempts, in time order (the events
+// exhausted, the retry budget, the breaker, a Retry-After too long...), a
+// breaker refusal before any attempt with the time until the next probe
+// (httpretry.refused), and, with Transport.Hedge, each hedge sent
+// (httpretry.hedge, with the delay) and a round a hedge won
+// (httpretry.hedge_won). A hedge's span carries httpretry.hedge=true; the
+// attempts a round's winner made redundant end as cancelled. A call of three attempts, in time order (the events
 // belong to the caller's span, the spans are its children):
 //
 //	span  fetch models (the caller's)  httpretry.attempts=3
@@ -44,6 +47,8 @@
 //	httpretry.retries              counter    {retry}    server.address, server.port (resumes included)
 //	httpretry.resumes              counter    {resume}   server.address, server.port
 //	httpretry.body_failures        counter    {failure}  server.address, server.port
+//	httpretry.hedges               counter    {hedge}    server.address, server.port
+//	httpretry.hedge_wins           counter    {round}    server.address, server.port
 //	httpretry.retry.wait           histogram  s          server.address, server.port
 //	httpretry.give_ups             counter    {call}     server.address, server.port, httpretry.stop_reason
 //	httpretry.budget_refusals      counter    {retry}    server.address, server.port

@@ -13,12 +13,14 @@ import (
 // short guards nothing.
 const minSecret = 4
 
-// redactMessage returns an error message fit for a span status: the
-// request's URL in it replaced by its redacted form, and any secret of the
-// request (userinfo, values of secret-looking query parameters, values of
-// credential headers) replaced by REDACTED wherever it still appears. Error
-// texts come from the network stack, a Base transport or a Check function,
-// and any of them may quote what it was given.
+// redactMessage returns an error message (already through
+// httpretry.RedactError, which redacts the URLs of *url.Error values) fit
+// for a span status: the request's URL in it replaced by its redacted form,
+// and any secret of the request (userinfo, values of secret-looking query
+// parameters, values of credential headers) replaced by REDACTED wherever
+// it still appears. Error texts come from the network stack, a Base
+// transport or a Check function, and any of them may quote what it was
+// given.
 func redactMessage(msg string, req *http.Request) string {
 	if req == nil || req.URL == nil {
 		return msg

@@ -35,6 +35,13 @@ const (
 	ResumeKey = attribute.Key("httpretry.resume")
 	// OffsetKey: with ResumeKey, how many body bytes the caller had read.
 	OffsetKey = attribute.Key("httpretry.resume.offset")
+	// HedgeKey: true on the span of a hedge (an attempt sent while an
+	// earlier one of the same round still waited for its headers) and on
+	// the hedge events.
+	HedgeKey = attribute.Key("httpretry.hedge")
+	// HedgeDelayKey: on a hedge event, seconds the attempt it backs up had
+	// waited for its headers.
+	HedgeDelayKey = attribute.Key("httpretry.hedge.delay")
 	// OutcomeKey: on an attempt span and the attempts metric, what the
 	// attempt told the breaker: success, failure or neutral.
 	OutcomeKey = attribute.Key("httpretry.outcome")
@@ -60,6 +67,8 @@ const (
 	EventGiveUp     = "httpretry.give_up"
 	EventRefused    = "httpretry.refused"
 	EventBodyFailed = "httpretry.body_failed"
+	EventHedge      = "httpretry.hedge"
+	EventHedgeWon   = "httpretry.hedge_won"
 )
 
 // StartAttempt starts the span of one attempt, a child of the span in req's
@@ -134,6 +143,9 @@ func (t *Telemetry) requestAttrs(req *http.Request, a httpretry.AttemptInfo) []a
 	if a.Resume {
 		n += 2
 	}
+	if a.Hedge {
+		n++
+	}
 	attrs := make([]attribute.KeyValue, 0, n)
 	if known {
 		attrs = append(attrs, kv)
@@ -147,6 +159,9 @@ func (t *Telemetry) requestAttrs(req *http.Request, a httpretry.AttemptInfo) []a
 	}
 	if a.Resume {
 		attrs = append(attrs, ResumeKey.Bool(true), OffsetKey.Int64(a.Offset))
+	}
+	if a.Hedge {
+		attrs = append(attrs, HedgeKey.Bool(true))
 	}
 	return attrs
 }
@@ -197,7 +212,7 @@ func endAttempt(span trace.Span, req *http.Request, res httpretry.AttemptResult)
 	case res.Err != nil:
 		// A body that failed after a good status: the failure is the body's.
 		attrs = append(attrs, errorType(res.Err))
-		span.SetStatus(codes.Error, redactMessage(res.Err.Error(), req))
+		span.SetStatus(codes.Error, redactMessage(httpretry.RedactError(res.Err), req))
 	case res.StatusCode >= 400:
 		attrs = append(attrs, semconv.ErrorTypeKey.String(strconv.Itoa(res.StatusCode)))
 		span.SetStatus(codes.Error, "")
@@ -262,10 +277,12 @@ func (t *Telemetry) Observe(e httpretry.Event) {
 				RetryInKey.Float64(oe.RetryIn.Seconds()))
 		}
 		span.AddEvent(EventRefused, trace.WithAttributes(attrs...))
+	case httpretry.EventHedge:
+		span.AddEvent(EventHedge, trace.WithAttributes(append(eventAttrs(e),
+			HedgeDelayKey.Float64(e.Wait.Seconds()))...))
+	case httpretry.EventHedgeWon:
+		span.AddEvent(EventHedgeWon, trace.WithAttributes(eventAttrs(e)...))
 	}
-	// Hedged attempts, when the Transport makes them, are attempts too:
-	// their spans come from StartAttempt; an event for the decision to
-	// hedge belongs here, beside the retry's.
 }
 
 // eventAttrs are the attributes every event about an attempt carries: its
@@ -281,6 +298,9 @@ func eventAttrs(e httpretry.Event) []attribute.KeyValue {
 	}
 	if e.Resume {
 		attrs = append(attrs, ResumeKey.Bool(true), OffsetKey.Int64(e.Offset))
+	}
+	if e.Hedge {
+		attrs = append(attrs, HedgeKey.Bool(true))
 	}
 	return attrs
 }
