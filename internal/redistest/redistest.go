@@ -2,11 +2,15 @@
 // port, in the test's temporary directory, with persistence off, stopped when
 // the test ends. Tests of Redis-backed code run against the real server rather
 // than a mock, so they see its real errors, timeouts and restarts.
+// StartCluster starts a real Redis Cluster the same way: several
+// redis-server processes with cluster mode on, joined by redis-cli, with
+// replicas, and Cluster.KillMaster crashes a master so that a replica takes
+// over.
 //
-// When redis-server is not installed, Start skips the test with a message
-// saying how to install it, except in CI (the environment variable CI is
-// non-empty), where a missing server fails the test: CI must not pass by
-// skipping what it was meant to check.
+// When redis-server (or redis-cli, for a cluster) is not installed, Start
+// skips the test with a message saying how to install it, except in CI (the
+// environment variable CI is non-empty), where a missing server fails the
+// test: CI must not pass by skipping what it was meant to check.
 package redistest
 
 import (
@@ -44,6 +48,7 @@ type Server struct {
 	t    testing.TB
 	bin  string
 	port int
+	args []string // more redis-server arguments (cluster mode)
 
 	mu   sync.Mutex
 	proc *process // nil while stopped
@@ -61,16 +66,29 @@ type process struct {
 // the test ends. It returns once the server answers PING.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	bin, err := exec.LookPath("redis-server")
+	return start(t, lookPath(t, "redis-server"), t.TempDir())
+}
+
+// lookPath finds a Redis program, or skips (fails in CI) saying how to
+// install it.
+func lookPath(t testing.TB, name string) string {
+	t.Helper()
+	bin, err := exec.LookPath(name)
 	if err != nil {
-		const msg = "redis-server not installed: apt-get install redis-server " +
-			"(the Redis-backed tests need a real server on PATH)"
+		msg := name + " not installed: apt-get install redis-server " +
+			"(the Redis-backed tests need a real server on PATH; redis-cli comes with it)"
 		if os.Getenv("CI") != "" {
 			t.Fatalf("redistest: CI is set and %s", msg)
 		}
 		t.Skip("redistest: SKIPPING: " + msg)
 	}
-	s := &Server{t: t, bin: bin, Dir: t.TempDir()}
+	return bin
+}
+
+// start starts a server in dir with the extra arguments, on a free port.
+func start(t testing.TB, bin, dir string, args ...string) *Server {
+	t.Helper()
+	s := &Server{t: t, bin: bin, Dir: dir, args: args}
 	t.Cleanup(s.shutdown)
 
 	var lastErr error
@@ -135,7 +153,7 @@ func (s *Server) signal(sig syscall.Signal) {
 // start runs redis-server on s.port and waits for PING. On failure the
 // process is gone and the error carries its output.
 func (s *Server) start() error {
-	cmd := exec.Command(s.bin,
+	args := []string{
 		"--port", strconv.Itoa(s.port),
 		"--bind", "127.0.0.1",
 		"--dir", s.Dir,
@@ -143,7 +161,8 @@ func (s *Server) start() error {
 		"--appendonly", "no",
 		"--daemonize", "no",
 		"--logfile", "",
-	)
+	}
+	cmd := exec.Command(s.bin, append(args, s.args...)...)
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/hordekit/httpretry/internal/leaktest"
 	"github.com/hordekit/httpretry/internal/redistest"
@@ -112,5 +113,49 @@ func TestMissingServer(t *testing.T) {
 					f.skipped, f.fatal, map[bool]string{true: "skip", false: "failure"}[tc.wantSkip])
 			}
 		})
+	}
+}
+
+// A cluster of 3 masters with a replica each forms, serves a key on the
+// master of its slot, and survives that master's crash: a replica takes over
+// with the data it had replicated.
+func TestClusterFailover(t *testing.T) {
+	leaktest.Check(t)
+	start := time.Now()
+	c := redistest.StartCluster(t, 3, 1)
+	t.Logf("cluster of %d nodes ready in %v", len(c.Nodes), time.Since(start))
+	if len(c.Nodes) != 6 || len(c.Addrs()) != 6 {
+		t.Fatalf("%d nodes, want 6", len(c.Nodes))
+	}
+	const key = "{api}:state"
+	m := c.MasterFor(key)
+	if _, err := m.Do("SET", key, "open"); err != nil {
+		t.Fatalf("SET on the slot's master: %v", err)
+	}
+	if n, err := m.Do("WAIT", "1", "5000"); err != nil || n != "1" {
+		t.Fatalf("WAIT for the replica = %q, %v", n, err)
+	}
+	for _, n := range c.Nodes {
+		if n == m {
+			continue
+		}
+		if _, err := n.Do("SET", key, "x"); err == nil || !strings.Contains(err.Error(), "MOVED") {
+			t.Errorf("SET on %s: %v, want MOVED to the slot's master", n.Addr, err)
+		}
+	}
+
+	old, promoted, took := c.KillMaster(key)
+	t.Logf("replica %s took over from %s %v after the kill", promoted.Addr, old.Addr, took)
+	if old != m || promoted == m {
+		t.Fatalf("KillMaster killed %s and promoted %s; the slot's master was %s", old.Addr, promoted.Addr, m.Addr)
+	}
+	if c.MasterFor(key) != promoted {
+		t.Fatal("MasterFor does not name the promoted replica")
+	}
+	if v, err := promoted.Do("GET", key); err != nil || v != "open" {
+		t.Fatalf("GET on the new master = %q, %v; want the replicated value", v, err)
+	}
+	if err := old.Ping(); err == nil {
+		t.Fatal("the killed master still answers")
 	}
 }
