@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -138,6 +139,33 @@ func (s *Server) Pause() { s.signal(syscall.SIGSTOP) }
 // Resume lets a paused server run again (SIGCONT).
 func (s *Server) Resume() { s.signal(syscall.SIGCONT) }
 
+// Sleep makes the server run DEBUG SLEEP for d: it is busy in one slow
+// command and answers nothing else meanwhile, though it is running and
+// accepts connections. Sleep returns once the command is sent; the channel
+// receives the command's error (nil) when the server is awake again.
+func (s *Server) Sleep(d time.Duration) <-chan error {
+	done := make(chan error, 1)
+	conn, err := net.DialTimeout("tcp", s.Addr, time.Second)
+	if err != nil {
+		done <- err
+		return done
+	}
+	conn.SetDeadline(time.Now().Add(d + startTimeout))
+	secs := strconv.FormatFloat(d.Seconds(), 'f', 3, 64)
+	cmd := fmt.Sprintf("*3\r\n$5\r\nDEBUG\r\n$5\r\nSLEEP\r\n$%d\r\n%s\r\n", len(secs), secs)
+	if _, err := conn.Write([]byte(cmd)); err != nil {
+		conn.Close()
+		done <- err
+		return done
+	}
+	go func() {
+		defer conn.Close()
+		_, err := readReply(bufio.NewReader(conn))
+		done <- err
+	}()
+	return done
+}
+
 func (s *Server) signal(sig syscall.Signal) {
 	s.t.Helper()
 	s.mu.Lock()
@@ -162,6 +190,7 @@ func (s *Server) start() error {
 		"--daemonize", "no",
 		"--logfile", "",
 	}
+	args = append(args, debugArgs(s.bin)...)
 	cmd := exec.Command(s.bin, append(args, s.args...)...)
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
@@ -202,6 +231,27 @@ func (s *Server) stopLocked(sig syscall.Signal) {
 		<-p.exited
 	}
 }
+
+// debugArgs allows DEBUG (for Sleep) from loopback: Redis 7 refuses it by
+// default, and older versions do not know the option.
+func debugArgs(bin string) []string {
+	versionOnce.Do(func() {
+		out, _ := exec.Command(bin, "--version").Output()
+		// "Redis server v=7.0.15 sha=..."
+		_, v, _ := strings.Cut(string(out), "v=")
+		major, _, _ := strings.Cut(v, ".")
+		serverMajor, _ = strconv.Atoi(major)
+	})
+	if serverMajor >= 7 {
+		return []string{"--enable-debug-command", "local"}
+	}
+	return nil
+}
+
+var (
+	versionOnce sync.Once
+	serverMajor int
+)
 
 // shutdown is the cleanup: a graceful stop.
 func (s *Server) shutdown() {

@@ -132,8 +132,31 @@ func TestClusterFailover(t *testing.T) {
 	if _, err := m.Do("SET", key, "open"); err != nil {
 		t.Fatalf("SET on the slot's master: %v", err)
 	}
-	if n, err := m.Do("WAIT", "1", "5000"); err != nil || n != "1" {
-		t.Fatalf("WAIT for the replica = %q, %v", n, err)
+	// Every Do is a new connection, so WAIT would have nothing to wait for:
+	// wait until the replica has acknowledged the master's offset instead.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		info, err := m.Do("INFO", "replication")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var offset, acked string
+		for _, line := range strings.Split(info, "\r\n") {
+			if v, ok := strings.CutPrefix(line, "master_repl_offset:"); ok {
+				offset = v
+			}
+			if strings.HasPrefix(line, "slave0:") {
+				_, acked, _ = strings.Cut(line, ",offset=")
+				acked, _, _ = strings.Cut(acked, ",")
+			}
+		}
+		if offset != "" && offset != "0" && acked == offset {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the replica did not acknowledge the write:\n%s", info)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	for _, n := range c.Nodes {
 		if n == m {
@@ -153,9 +176,31 @@ func TestClusterFailover(t *testing.T) {
 		t.Fatal("MasterFor does not name the promoted replica")
 	}
 	if v, err := promoted.Do("GET", key); err != nil || v != "open" {
-		t.Fatalf("GET on the new master = %q, %v; want the replicated value", v, err)
+		nodes, _ := promoted.Do("CLUSTER", "NODES")
+		repl, _ := promoted.Do("INFO", "replication")
+		t.Fatalf("GET on the new master = %q, %v; want the replicated value\n%s\n%s", v, err, nodes, repl)
 	}
 	if err := old.Ping(); err == nil {
 		t.Fatal("the killed master still answers")
+	}
+}
+
+// A sleeping server answers nothing until it wakes up (Ping gives up after
+// a second).
+func TestSleep(t *testing.T) {
+	leaktest.Check(t)
+	s := redistest.Start(t)
+	awake := s.Sleep(1500 * time.Millisecond)
+	// Let the command reach the server before the PING; this orders the two,
+	// it measures nothing.
+	time.Sleep(50 * time.Millisecond)
+	if err := s.Ping(); err == nil {
+		t.Fatal("a sleeping server answered PING")
+	}
+	if err := <-awake; err != nil {
+		t.Fatalf("DEBUG SLEEP: %v", err)
+	}
+	if err := s.Ping(); err != nil {
+		t.Fatalf("Ping after the sleep: %v", err)
 	}
 }
