@@ -156,77 +156,89 @@ func TestClusterFleetSurvivesFailover(t *testing.T) {
 		waitState(t, r, breaker.Closed, propagationBound)
 	}
 
-	// The failover, under load: each replica makes a call every 2 ms to a
+	// A failover, under load: each replica makes a call every 2 ms to a
 	// healthy upstream and times the breaker's part of it.
-	trip("before the kill")
-	var (
-		lat   maxLatency
-		stop  = make(chan struct{})
-		wg    sync.WaitGroup
-		calls atomic.Int64
-	)
-	for _, r := range rs {
-		wg.Go(func() {
-			pace := time.NewTicker(2 * time.Millisecond)
-			defer pace.Stop()
-			for {
-				select {
-				case <-stop:
-					return
-				case <-pace.C:
-				}
-				calls.Add(1)
-				lat.time(r.id+" Acquire+Done", func() {
-					if p, err := r.Acquire(); err == nil {
-						p.Done(true)
-					}
-				})
-			}
-		})
-	}
-	old, promoted, took := c.KillMaster(stateKey("api"))
-	tookOver := time.Now()
-	t.Logf("master %s killed; replica %s took over %v later", old.Addr, promoted.Addr, took)
-	for _, r := range rs {
-		waitState(t, r, breaker.Closed, 5*cooldown) // each probed on its own
-	}
-	admin := redis.NewClient(&redis.Options{Addr: promoted.Addr, ContextTimeoutEnabled: true})
-	t.Cleanup(func() { admin.Close() })
-	eventually(t, convergenceBound, "the replicas connected to the new master, and their close pushed to it", func() bool {
+	failover := func(how string, fail func(key string) (old, promoted *redistest.Server, took time.Duration)) (old, promoted *redistest.Server) {
+		t.Helper()
+		trip("before the " + how)
+		var (
+			lat   maxLatency
+			stop  = make(chan struct{})
+			wg    sync.WaitGroup
+			calls atomic.Int64
+		)
 		for _, r := range rs {
-			if !r.Connected() {
-				return false
+			wg.Go(func() {
+				pace := time.NewTicker(2 * time.Millisecond)
+				defer pace.Stop()
+				for {
+					select {
+					case <-stop:
+						return
+					case <-pace.C:
+					}
+					calls.Add(1)
+					lat.time(r.id+" Acquire+Done", func() {
+						if p, err := r.Acquire(); err == nil {
+							p.Done(true)
+						}
+					})
+				}
+			})
+		}
+		old, promoted, took := fail(stateKey("api"))
+		tookOver := time.Now()
+		t.Logf("%s: master %s failed; replica %s took over %v later", how, old.Addr, promoted.Addr, took)
+		for _, r := range rs {
+			waitState(t, r, breaker.Closed, 5*cooldown) // each probed on its own
+		}
+		admin := redis.NewClient(&redis.Options{Addr: promoted.Addr, ContextTimeoutEnabled: true})
+		defer admin.Close()
+		eventually(t, convergenceBound, "the replicas connected to the new master, and their close pushed to it", func() bool {
+			for _, r := range rs {
+				if !r.Connected() {
+					return false
+				}
+			}
+			st, err := admin.HGet(context.Background(), stateKey("api"), "state").Result()
+			return err == nil && st == "closed"
+		})
+		converged := time.Since(tookOver)
+		close(stop)
+		wg.Wait()
+		t.Logf("%s: fleet converged on the new master %v after the takeover (RefreshInterval %v)", how, converged, refresh)
+		t.Logf("%s: during the failover: %v", how, &lat)
+		if lat.get() > latencyBound {
+			t.Errorf("%s: during the failover: %v", how, &lat)
+		}
+		if calls.Load() == 0 {
+			t.Fatalf("%s: no calls during the failover", how)
+		}
+		for _, r := range rs {
+			if r.State() != breaker.Closed {
+				t.Errorf("%s: %s is %v after the failover, want closed (the upstream is healthy)", how, r.id, r.State())
 			}
 		}
-		st, err := admin.HGet(context.Background(), stateKey("api"), "state").Result()
-		return err == nil && st == "closed"
-	})
-	converged := time.Since(tookOver)
-	close(stop)
-	wg.Wait()
-	t.Logf("fleet converged on the new master %v after the takeover (RefreshInterval %v)", converged, refresh)
-	t.Logf("during the failover: %v", &lat)
-	if lat.get() > latencyBound {
-		t.Errorf("during the failover: %v", &lat)
-	}
-	if calls.Load() == 0 {
-		t.Fatal("no calls during the failover")
-	}
-	for _, r := range rs {
-		if r.State() != breaker.Closed {
-			t.Errorf("%s: %v after the failover, want closed (the upstream is healthy)", r.id, r.State())
+
+		// After the failover: the fleet works as before, on the new master.
+		trip("after the " + how)
+		halfOpen()
+		if n := raceForProbes(t, rs); n != 1 {
+			t.Fatalf("after the %s: %d probes admitted in one half-open window, want 1", how, n)
 		}
+		for _, r := range rs {
+			waitState(t, r, breaker.Closed, propagationBound)
+		}
+		return old, promoted
 	}
 
-	// After the failover: the fleet works as before, on the new master.
-	trip("after the failover")
-	halfOpen()
-	if n := raceForProbes(t, rs); n != 1 {
-		t.Fatalf("after the failover: %d probes admitted in one half-open window, want 1", n)
-	}
-	for _, r := range rs {
-		waitState(t, r, breaker.Closed, propagationBound)
-	}
+	// The master crashes; it comes back as a replica of the new one; then
+	// the new master hangs (frozen, connections open, nothing answered),
+	// and the old one takes over again.
+	old, _ := failover("crash", c.KillMaster)
+	c.Rejoin(old)
+	hung, promoted := failover("hang", c.HangMaster)
+	c.Rejoin(hung)
 
 	// Close is prompt with the slot's master hung.
 	promoted.Pause()

@@ -24,7 +24,9 @@
 // breaker's channel. Replicas mirror it into their local breaker (Trip with
 // the shared open-until, or Reset), so hooks, logs and Status behave as for a
 // local breaker. A periodic read of the state (RefreshInterval) catches
-// anything pub/sub missed.
+// anything pub/sub missed. A subscription quiet for RefreshInterval gets a
+// PING; one that goes unanswered for OpTimeout is on a dead connection (a
+// hung server keeps it open) and is replaced.
 //
 // Once the cooldown is over, a replica that wants to probe first takes a local
 // probe slot, then a lease in Redis (one key per probe slot, expiring after
@@ -109,8 +111,9 @@
 // UniversalClient with several addresses). Transitions are published with
 // PUBLISH, which a cluster forwards to every node, so the subscription works
 // whichever node go-redis subscribes on (the slot's master). When the master
-// of the breaker's slot fails, Redis calls fail or time out until a replica
-// takes over: meanwhile the breaker works locally, as in any outage. go-redis
+// of the breaker's slot fails (crashes, or hangs), Redis calls fail or time
+// out until a replica takes over: meanwhile the breaker works locally, as in
+// any outage, and its subscription moves to the new master. go-redis
 // keeps sending to a dead master until its next periodic reload of the slot
 // map (ClusterOptions.ClusterStateReloadInterval, 60 s by default), so the
 // breaker asks the client for a reload whenever a call fails; the fleet is
@@ -217,7 +220,8 @@ type Breaker struct {
 	done    chan struct{}
 	ctx     context.Context // cancelled by Close
 	cancel  context.CancelFunc
-	ps      *redis.PubSub
+	psMu    sync.Mutex    // guards ps, which the subscriber replaces when its connection dies
+	ps      *redis.PubSub // the subscription; see subscribeLoop
 	wg      sync.WaitGroup
 	once    sync.Once
 	lifeMu  sync.RWMutex // see bounded and Close
@@ -324,7 +328,11 @@ func (b *Breaker) Close() error {
 	b.lifeMu.Unlock()
 	// Outside lifeMu: it waits for a connection attempt of the subscriber's
 	// to end (within OpTimeout), and a lease call must not wait on that.
-	b.ps.Close()
+	// The subscriber replaces ps only while the breaker is open, under psMu.
+	b.psMu.Lock()
+	ps := b.ps
+	b.psMu.Unlock()
+	ps.Close()
 	b.wg.Wait()
 	return nil
 }

@@ -218,28 +218,56 @@ func (b *Breaker) refresh() {
 // reconnects) inside Subscribe and Receive while holding the lock that
 // PubSub.Close takes, so an unbounded call there would hold Close for as long
 // as a hung Redis does. Receiving is therefore a loop of OpTimeout waits; a
-// wait that ends with no message costs no network traffic. When the
-// connection drops it marks Redis unreachable and waits for the refresher to
-// see Redis back before reconnecting, so an outage does not become a
-// reconnect loop.
+// wait that ends with no message costs no network traffic.
+//
+// When the connection drops it marks Redis unreachable and waits for the
+// refresher to see Redis back before reconnecting, so an outage does not
+// become a reconnect loop. A connection can also die without dropping: a
+// frozen server, or a cluster master that a replica replaced while it hung,
+// keeps it open and says nothing. So after RefreshInterval (real time) with
+// no message it sends a PING on it, and if no answer comes within OpTimeout
+// it drops that subscription and subscribes anew, which in a cluster goes to
+// the slot's current master.
 func (b *Breaker) subscribeLoop() {
 	defer b.wg.Done()
-	// The channel is recorded even if this fails; Receive then connects and
-	// subscribes, or reports the error.
-	ctx, cancel := context.WithTimeout(b.ctx, b.cfg.OpTimeout)
-	b.ps.Subscribe(ctx, b.channel)
-	cancel()
+	ps := b.ps
+	subscribe := func() {
+		// The channel is recorded even if this fails; Receive then connects
+		// and subscribes, or reports the error.
+		ctx, cancel := context.WithTimeout(b.ctx, b.cfg.OpTimeout)
+		ps.Subscribe(ctx, b.channel)
+		cancel()
+	}
+	subscribe()
+	var heard, pinged time.Time // the last message; the PING awaiting its answer
+	heard = time.Now()
 	for {
 		ctx, cancel := context.WithTimeout(b.ctx, b.cfg.OpTimeout)
-		msg, err := b.ps.ReceiveTimeout(ctx, b.cfg.OpTimeout)
+		msg, err := ps.ReceiveTimeout(ctx, b.cfg.OpTimeout)
 		cancel()
 		if b.closed() {
 			return
 		}
-		if err != nil {
-			if b.subscribed.Load() && isTimeout(err) {
-				continue // a quiet channel
+		now := time.Now()
+		if err != nil && b.subscribed.Load() && isTimeout(err) {
+			// A quiet channel, or a dead connection.
+			switch {
+			case !pinged.IsZero() && now.Sub(pinged) >= b.cfg.OpTimeout:
+				b.subscribed.Store(false)
+				if ps = b.replacePubSub(); ps == nil {
+					return
+				}
+				subscribe()
+				heard, pinged = now, time.Time{}
+			case pinged.IsZero() && now.Sub(heard) >= b.cfg.RefreshInterval:
+				ctx, cancel := context.WithTimeout(b.ctx, b.cfg.OpTimeout)
+				ps.Ping(ctx)
+				cancel()
+				pinged = now
 			}
+			continue
+		}
+		if err != nil {
 			b.subscribed.Store(false)
 			b.markDown(err)
 			select {
@@ -247,8 +275,10 @@ func (b *Breaker) subscribeLoop() {
 				return
 			case <-b.wake:
 			}
+			heard, pinged = time.Now(), time.Time{}
 			continue
 		}
+		heard, pinged = now, time.Time{}
 		switch m := msg.(type) {
 		case *redis.Subscription:
 			if m.Kind == "subscribe" {
@@ -268,6 +298,21 @@ func (b *Breaker) subscribeLoop() {
 			}
 		}
 	}
+}
+
+// replacePubSub closes the subscription, whose connection is dead, and
+// makes a new one, not yet connected. It returns nil once the breaker is
+// closed: Close closes whichever subscription it finds, so none is made
+// after that.
+func (b *Breaker) replacePubSub() *redis.PubSub {
+	b.psMu.Lock()
+	defer b.psMu.Unlock()
+	if b.closed() {
+		return nil
+	}
+	b.ps.Close()
+	b.ps = b.client.Subscribe(b.ctx)
+	return b.ps
 }
 
 // isTimeout reports a read that waited its whole time and saw nothing.

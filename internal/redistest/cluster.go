@@ -101,10 +101,42 @@ func (c *Cluster) MasterFor(key string) *Server {
 // long the takeover took after the kill, as seen from the nodes.
 func (c *Cluster) KillMaster(key string) (old, promoted *Server, took time.Duration) {
 	c.t.Helper()
+	return c.failMaster(key, (*Server).Stop)
+}
+
+// HangMaster freezes the master that serves key's slot (SIGSTOP): its
+// connections stay open and nothing is answered, as with a master stuck or
+// cut off by the network. It waits, as KillMaster does, until a replica has
+// taken over. The frozen node stays frozen; Rejoin brings it back.
+func (c *Cluster) HangMaster(key string) (old, promoted *Server, took time.Duration) {
+	c.t.Helper()
+	return c.failMaster(key, (*Server).Pause)
+}
+
+// Rejoin brings back a master that KillMaster or HangMaster failed over: a
+// killed one restarts (empty, with its node identity), a frozen one resumes.
+// Either learns that it was replaced and becomes a replica of the node that
+// took over. Rejoin returns once the whole cluster is healthy again.
+func (c *Cluster) Rejoin(old *Server) {
+	c.t.Helper()
+	old.mu.Lock()
+	paused, running := old.paused, old.proc != nil
+	old.mu.Unlock()
+	switch {
+	case paused:
+		old.Resume()
+	case !running:
+		old.Restart()
+	}
+	c.waitHealthy(c.Nodes)
+}
+
+func (c *Cluster) failMaster(key string, fail func(*Server)) (old, promoted *Server, took time.Duration) {
+	c.t.Helper()
 	old = c.MasterFor(key)
 	slot := c.slot(key)
 	killed := time.Now()
-	old.Stop()
+	fail(old)
 	deadline := killed.Add(clusterTimeout)
 	for {
 		for _, n := range c.up() {
@@ -120,7 +152,7 @@ func (c *Cluster) KillMaster(key string) (old, promoted *Server, took time.Durat
 			}
 		}
 		if time.Now().After(deadline) {
-			c.t.Fatalf("redistest: no replica took over slot %d within %v of killing %s", slot, clusterTimeout, old.Addr)
+			c.t.Fatalf("redistest: no replica took over slot %d within %v of failing %s", slot, clusterTimeout, old.Addr)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -142,12 +174,12 @@ func (c *Cluster) slot(key string) int {
 	return 0
 }
 
-// up are the nodes running now.
+// up are the nodes running now, and not frozen.
 func (c *Cluster) up() []*Server {
 	var up []*Server
 	for _, n := range c.Nodes {
 		n.mu.Lock()
-		running := n.proc != nil
+		running := n.proc != nil && !n.paused
 		n.mu.Unlock()
 		if running {
 			up = append(up, n)

@@ -51,8 +51,9 @@ type Server struct {
 	port int
 	args []string // more redis-server arguments (cluster mode)
 
-	mu   sync.Mutex
-	proc *process // nil while stopped
+	mu     sync.Mutex
+	proc   *process // nil while stopped
+	paused bool
 }
 
 // process is one run of redis-server.
@@ -176,6 +177,7 @@ func (s *Server) signal(sig syscall.Signal) {
 	if err := s.proc.cmd.Process.Signal(sig); err != nil {
 		s.t.Fatalf("redistest: %v: %v", sig, err)
 	}
+	s.paused = sig == syscall.SIGSTOP
 }
 
 // start runs redis-server on s.port and waits for PING. On failure the
@@ -221,7 +223,7 @@ func (s *Server) stopLocked(sig syscall.Signal) {
 	if p == nil {
 		return
 	}
-	s.proc = nil
+	s.proc, s.paused = nil, false
 	p.cmd.Process.Signal(sig)
 	p.cmd.Process.Signal(syscall.SIGCONT)
 	select {

@@ -183,6 +183,22 @@ func TestClusterFailover(t *testing.T) {
 	if err := old.Ping(); err == nil {
 		t.Fatal("the killed master still answers")
 	}
+
+	// The killed master comes back as the new master's replica; then the
+	// new master hangs, and it takes over again, with the data it synced.
+	c.Rejoin(old)
+	if role, err := old.Do("ROLE"); err != nil || !strings.HasPrefix(role, "slave") {
+		t.Fatalf("ROLE of the rejoined node = %q, %v; want a replica", role, err)
+	}
+	hung, again, took := c.HangMaster(key)
+	t.Logf("%s took over again from the hung %s %v after it froze", again.Addr, hung.Addr, took)
+	if hung != promoted || again != old {
+		t.Fatalf("HangMaster froze %s and promoted %s; want %s frozen and %s promoted", hung.Addr, again.Addr, promoted.Addr, old.Addr)
+	}
+	if v, err := again.Do("GET", key); err != nil || v != "open" {
+		t.Fatalf("GET after the second failover = %q, %v", v, err)
+	}
+	c.Rejoin(hung)
 }
 
 // A sleeping server answers nothing until it wakes up (Ping gives up after
