@@ -66,7 +66,10 @@ func (m *maxLatency) String() string {
 func TestRedisOutageAndRestart(t *testing.T) {
 	leaktest.Check(t)
 	s := redistest.Start(t)
-	const cooldown = 300 * time.Millisecond
+	// Long enough that A's reopened state is still cooling down when Redis
+	// is back and A pushes it: an open state whose cooldown is over would
+	// not trip B and C, which are closed (see the reconciliation table).
+	const cooldown = time.Second
 	rs := fleet(t, s.Addr, 3, redisbreaker.Config{
 		Config:          breaker.Config{Name: "api", Cooldown: cooldown},
 		OpTimeout:       opTimeout,
@@ -155,7 +158,7 @@ func TestRedisOutageAndRestart(t *testing.T) {
 	}
 
 	// Redis returns empty. A is open and the fleet has no state: A pushes
-	// its trip, and B and C adopt it.
+	// its reopened state, and B and C adopt it.
 	b.drain()
 	c.drain()
 	s.Restart()
