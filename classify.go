@@ -41,7 +41,13 @@ func IsRetryableStatus(code int) bool {
 // deadline, as both are context.DeadlineExceeded; Do and the transport check
 // the caller's context first and never retry once it has ended.
 func IsTransient(err error) bool {
-	if err == nil || errors.Is(err, context.Canceled) || isTLSConfigError(err) {
+	if err == nil {
+		return false
+	}
+	if _, ok := errors.AsType[*TimeoutError](err); ok {
+		return true
+	}
+	if errors.Is(err, context.Canceled) || isTLSConfigError(err) {
 		return false
 	}
 	if dns, ok := errors.AsType[*net.DNSError](err); ok {
@@ -88,6 +94,10 @@ var transientMessages = []string{
 	"connection reset by peer",
 	"broken pipe",
 	"http2: server sent GOAWAY",
+	"graceful shutdown GOAWAY",
+	"http2: client conn not usable",
+	"cannot rewind body after connection loss",
+	"define Request.GetBody",
 	"http2: client connection lost",
 	"http2: client connection force closed",
 	"stream error:",

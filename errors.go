@@ -1,6 +1,7 @@
 package httpretry
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -30,6 +31,12 @@ const (
 	// StopNotIdempotent: the request is not idempotent and may have reached
 	// the server, so sending it again could repeat its effect.
 	StopNotIdempotent
+	// StopNotResumable: a response body failed after its headers and the
+	// response does not allow a resume (see BodyError).
+	StopNotResumable
+	// StopMaxResumes: a response body was cut more often than
+	// Transport.MaxResumes allows.
+	StopMaxResumes
 )
 
 var stopText = [...]string{
@@ -42,6 +49,8 @@ var stopText = [...]string{
 	StopBreakerOpen:       "circuit breaker open",
 	StopBodyNotReplayable: "request body cannot be replayed",
 	StopNotIdempotent:     "request is not idempotent",
+	StopNotResumable:      "body cannot be resumed",
+	StopMaxResumes:        "too many resumes",
 }
 
 func (r StopReason) String() string {
@@ -111,4 +120,81 @@ func Attempts(err error) int {
 		return re.Attempts
 	}
 	return 0
+}
+
+// TimeoutError reports one of the Transport's own timers ending an attempt:
+// no response headers within Policy.AttemptTimeout, or a response body that
+// made no progress for Transport.StallTimeout. It is transient: a net.Error
+// whose Timeout is true, and it matches context.DeadlineExceeded, as a
+// per-attempt deadline always has.
+type TimeoutError struct {
+	// Stall is true for a stalled body, false for headers that did not come.
+	Stall bool
+	// Limit is the timeout that ran out.
+	Limit time.Duration
+	// Err is what net/http returned once the attempt was stopped, if anything.
+	Err error
+}
+
+// Error says which limit ran out.
+func (e *TimeoutError) Error() string {
+	if e.Stall {
+		return fmt.Sprintf("httpretry: response body stalled: no data for %v (StallTimeout)", e.Limit)
+	}
+	return fmt.Sprintf("httpretry: no response headers within %v (AttemptTimeout)", e.Limit)
+}
+
+// Timeout reports true: it is a net.Error timeout.
+func (e *TimeoutError) Timeout() bool { return true }
+
+// Temporary reports true, for net.Error.
+func (e *TimeoutError) Temporary() bool { return true }
+
+// Is matches context.DeadlineExceeded.
+func (e *TimeoutError) Is(target error) bool { return target == context.DeadlineExceeded }
+
+// Unwrap returns what net/http returned, if anything.
+func (e *TimeoutError) Unwrap() error { return e.Err }
+
+// BodyError is the error a response body's Read returns when the body
+// failed after the headers arrived (a reset, a cut, a stall) and the
+// Transport could not complete it: the response does not allow a resume, or
+// the resumes ran out. The bytes read before it are correct and in order;
+// nothing after them was ever spliced in.
+type BodyError struct {
+	// Received is how many body bytes the caller had read when it failed.
+	Received int64
+	// Resumes is how many range requests continued the body before it.
+	Resumes int
+	// Reason is StopNotResumable, StopMaxResumes, or why the last resume
+	// was not tried (the reasons of RetryError).
+	Reason StopReason
+	// Why says, for StopNotResumable, what stands in the way.
+	Why string
+	// Err is the failure that cut the body.
+	Err error
+
+	stop *RetryError // why the resumes stopped, when a limit stopped them
+}
+
+// Error reads "httpretry: body cut after N bytes; cannot resume: why: cause",
+// or says which limit stopped the resumes.
+func (e *BodyError) Error() string {
+	switch {
+	case e.Reason == StopNotResumable:
+		return fmt.Sprintf("httpretry: body cut after %d bytes; cannot resume: %s: %s", e.Received, e.Why, redactedError(e.Err))
+	case e.stop != nil:
+		return fmt.Sprintf("httpretry: body cut after %d bytes (%d resume(s)): %v", e.Received, e.Resumes, e.stop)
+	}
+	return fmt.Sprintf("httpretry: body cut after %d bytes (%d resume(s)); gave up: %v: %s", e.Received, e.Resumes, e.Reason, redactedError(e.Err))
+}
+
+// Unwrap returns the failure and, when a limit stopped the resumes, the
+// *RetryError that says which (it matches ErrBudgetExhausted, a breaker
+// refusal or the context's error as a retry loop's error does).
+func (e *BodyError) Unwrap() []error {
+	if e.stop == nil {
+		return []error{e.Err}
+	}
+	return []error{e.Err, e.stop}
 }

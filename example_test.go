@@ -104,6 +104,42 @@ func ExampleTransport() {
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	fmt.Println(resp.StatusCode, string(body), "after waiting", clk.Now().Sub(start))
-	// Output: 200 model list after waiting 1s
+	// Never before the hint; a random spread after it keeps the clients the
+	// server turned away together from coming back together.
+	waited := clk.Now().Sub(start)
+	fmt.Println(resp.StatusCode, string(body), "after waiting at least 1s:", waited >= time.Second && waited < 2*time.Second)
+	// Output: 200 model list after waiting at least 1s: true
+}
+
+// A JSON API behind a proxy that sometimes answers 200 with an HTML error
+// page: with Check, that page is a failed attempt, retried, and counted by
+// the breaker, instead of a success handed to the decoder.
+func ExampleTransport_check() {
+	var calls atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) == 1 {
+			w.Header().Set("Content-Type", "text/html")
+			fmt.Fprint(w, "<html>upstream timed out</html>")
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `[{"name":"stable_diffusion","count":4}]`)
+	}))
+	defer srv.Close()
+
+	clk := clock.NewFake(time.Now())
+	clk.SetAuto(true)
+	client := &http.Client{Transport: &httpretry.Transport{
+		Check:  httpretry.CheckJSON,
+		Policy: httpretry.Policy{Clock: clk, Logger: slog.New(slog.DiscardHandler)},
+	}}
+	resp, err := client.Get(srv.URL + "/v2/status/models")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	fmt.Println(resp.StatusCode, string(body), "after", calls.Load(), "requests")
+	// Output: 200 [{"name":"stable_diffusion","count":4}] after 2 requests
 }

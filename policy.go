@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"time"
 
@@ -290,9 +291,41 @@ func (p *Policy) plan(ctx context.Context, clk clock.Clock, n int, prev time.Dur
 		if limit := p.maxRetryAfter(); ra > limit {
 			return 0, &RetryError{Err: err, Attempts: n, Reason: StopRetryAfter, RetryAfter: ra, limit: limit}
 		}
-		wait = max(wait, ra)
+		// Saturate: a hint near the largest Duration must not wrap around.
+		wait = max(wait, ra+min(p.spread(ctx, clk, start, ra), math.MaxInt64-ra))
 	}
 	return wait, p.checkTime(ctx, clk, n, wait, start, err)
+}
+
+// spread returns how much later than a Retry-After hint ra this client
+// comes back: uniform in [0, S) with S = clamp(ra, MinWait, MaxWait), so the
+// clients a server turned away together return spread over a window as long
+// as the hint, never before it. The window shrinks to end before the
+// context's deadline or MaxElapsed when the hint itself fits.
+func (p *Policy) spread(ctx context.Context, clk clock.Clock, start time.Time, ra time.Duration) time.Duration {
+	s := min(max(ra, p.minWait()), p.maxWait())
+	if room, ok := p.room(ctx, clk, start); ok && room > ra {
+		s = min(s, room-ra)
+	}
+	return time.Duration(p.random() * float64(s))
+}
+
+// room returns the time left before the context's deadline or MaxElapsed,
+// whichever comes first, and false when neither applies.
+func (p *Policy) room(ctx context.Context, clk clock.Clock, start time.Time) (time.Duration, bool) {
+	deadline, hasDeadline := ctx.Deadline()
+	if p.MaxElapsed <= 0 && !hasDeadline {
+		return 0, false
+	}
+	now := clk.Now()
+	room := time.Duration(math.MaxInt64)
+	if p.MaxElapsed > 0 {
+		room = p.MaxElapsed - now.Sub(start)
+	}
+	if hasDeadline {
+		room = min(room, deadline.Sub(now))
+	}
+	return room, true
 }
 
 // checkTime ends the loop when waiting would pass MaxElapsed or the

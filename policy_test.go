@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -283,22 +284,92 @@ func TestExhaustedKeepsBodyReadable(t *testing.T) {
 }
 
 func TestRetryAfterSetsAFloorOnTheWait(t *testing.T) {
-	p, _, rec := autoPolicy(Policy{}, 1)
+	for _, c := range []struct {
+		u    float64
+		want time.Duration
+	}{
+		// The spread after a hint of 7s is uniform in [0, 7s): the same
+		// draw u scales it, so the floor and the ceiling are both exact.
+		{0, 7 * time.Second},
+		{0.5, 10500 * time.Millisecond},
+		{0.999999, 13999993 * time.Microsecond},
+	} {
+		p, _, rec := autoPolicy(Policy{}, 1)
+		p.Rand = func() float64 { return c.u }
+		calls := 0
+		err := p.Do(context.Background(), func(context.Context) error {
+			calls++
+			if calls == 1 {
+				return statusErr(429, http.Header{"Retry-After": {"7"}})
+			}
+			return nil
+		})
+		if err != nil || len(rec.waits) != 1 || rec.waits[0] != c.want {
+			t.Fatalf("u=%v: Do = %v, waits %v; want one wait of %v", c.u, err, rec.waits, c.want)
+		}
+	}
+}
+
+// The herd a Retry-After sends away must not come back together: 50 clients
+// told "Retry-After: 1" at the same moment return no earlier than 1 s, and
+// no 50 ms window holds more than a quarter of them.
+func TestRetryAfterSpreadsTheHerd(t *testing.T) {
+	const clients = 50
+	var waits []time.Duration
+	for i := range clients {
+		p, _, rec := autoPolicy(Policy{}, uint64(i+1))
+		calls := 0
+		err := p.Do(context.Background(), func(context.Context) error {
+			calls++
+			if calls == 1 {
+				return statusErr(429, http.Header{"Retry-After": {"1"}})
+			}
+			return nil
+		})
+		if err != nil || len(rec.waits) != 1 {
+			t.Fatalf("client %d: Do = %v, waits %v", i, err, rec.waits)
+		}
+		waits = append(waits, rec.waits[0])
+	}
+	slices.Sort(waits)
+	if waits[0] < time.Second {
+		t.Fatalf("a client came back after %v, before the hint of 1s", waits[0])
+	}
+	most := 0
+	for i := range waits {
+		j := i
+		for j < len(waits) && waits[j]-waits[i] < 50*time.Millisecond {
+			j++
+		}
+		most = max(most, j-i)
+	}
+	if most > clients/4 {
+		t.Fatalf("%d of %d retries fall in one 50ms window (want at most %d): %v", most, clients, clients/4, waits)
+	}
+	t.Logf("50 clients after Retry-After: 1 came back between %v and %v, at most %d in any 50ms", waits[0], waits[len(waits)-1], most)
+}
+
+// The spread never pushes a wait the hint allows past MaxElapsed (or the
+// context's deadline, which shares the code).
+func TestRetryAfterSpreadFitsTheDeadline(t *testing.T) {
+	p, _, rec := autoPolicy(Policy{MaxElapsed: 1200 * time.Millisecond}, 1)
+	p.Rand = func() float64 { return 0.999999 }
 	calls := 0
 	err := p.Do(context.Background(), func(context.Context) error {
 		calls++
 		if calls == 1 {
-			return statusErr(429, http.Header{"Retry-After": {"7"}})
+			return statusErr(503, http.Header{"Retry-After": {"1"}})
 		}
 		return nil
 	})
-	if err != nil || len(rec.waits) != 1 || rec.waits[0] != 7*time.Second {
-		t.Fatalf("Do = %v, waits %v; want one wait of exactly 7s", err, rec.waits)
+	if err != nil || len(rec.waits) != 1 || rec.waits[0] < time.Second || rec.waits[0] >= 1200*time.Millisecond {
+		t.Fatalf("Do = %v, waits %v; want one wait in [1s, 1.2s)", err, rec.waits)
 	}
 }
 
 func TestRetryAfterDateUsesTheLoopClock(t *testing.T) {
 	p, f, rec := autoPolicy(Policy{}, 1)
+	p.Rand = func() float64 { return 0 } // no spread: the wait is the hint
 	calls := 0
 	err := p.Do(context.Background(), func(context.Context) error {
 		calls++

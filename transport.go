@@ -35,6 +35,14 @@ const (
 	DefaultMaxReplayBody = 1 << 20
 	// DefaultMaxHosts bounds the per-host breakers and budgets.
 	DefaultMaxHosts = 1024
+	// DefaultStallTimeout is how long a response body may make no progress
+	// while it is being read before the attempt counts as failed: 60 s.
+	DefaultStallTimeout = 60 * time.Second
+	// DefaultMaxResumes bounds the range requests that continue one cut
+	// response body: 20, wget's default number of tries.
+	DefaultMaxResumes = 20
+	// DefaultMaxCheckBody bounds the body a checked attempt reads: 16 MiB.
+	DefaultMaxCheckBody = 16 << 20
 	// drainLimit is how much of a discarded response is read so its
 	// connection can be reused; past it, closing the connection is cheaper.
 	drainLimit = 64 << 10
@@ -70,6 +78,27 @@ const (
 // counts each attempt instead. A call the breaker refuses fails at once with
 // an error matching breaker.ErrOpen that says when the next probe is due.
 //
+// Timeouts. Policy.AttemptTimeout bounds the wait for an attempt's response
+// headers; StallTimeout bounds how long a body may make no progress while
+// the caller reads it; the request's context and Policy.MaxElapsed bound the
+// whole call. A body that keeps flowing is never cut by a timer of the
+// Transport's, however long it takes.
+//
+// Bodies. A GET body that fails after its headers (a reset, a cut, a stall)
+// is continued by a range request when the response allows it: a 200 with
+// Accept-Ranges: bytes and a strong validator (a strong ETag, or a
+// Last-Modified at least a second older than its Date), not transparently
+// decompressed by net/http. The range request carries If-Range, and only a
+// 206 whose Content-Range starts where the caller stopped and whose length
+// matches is spliced in; anything else ends the read with a *BodyError that
+// says why, never with mixed bytes. Resumes go through the retry machinery
+// (waits, budget, breaker, Observer, log); a resume after which bytes
+// arrived does not use up an attempt, and MaxResumes caps them all. The
+// breaker hears about a returned 2xx-4xx response when its body ends: a
+// success at EOF or Close, a failure if the body could not be completed.
+// With Check set, each attempt reads its whole body before RoundTrip
+// returns, and a body the check rejects is a failed attempt.
+//
 // A Transport must not be copied after first use. Change its fields only
 // before that.
 type Transport struct {
@@ -77,9 +106,37 @@ type Transport struct {
 	Base http.RoundTripper
 
 	// Policy sets attempts, waits, Retry-After limits, the per-attempt
-	// timeout (Policy.AttemptTimeout), logging and the clock. Its RetryIf
-	// adds retryable errors; its OnRetry is called before each wait.
+	// timeout (Policy.AttemptTimeout, which here bounds the wait for the
+	// response headers), logging and the clock. Its RetryIf adds retryable
+	// errors; its OnRetry is called before each wait.
 	Policy Policy
+
+	// StallTimeout fails a response body that makes no progress for this
+	// long while the caller is blocked reading it (detected within an eighth
+	// of it more): the read is then resumed or fails, as for a cut. Time the
+	// caller spends not reading never counts. 0 means DefaultStallTimeout
+	// (60 s); negative turns it off. Responses of type text/event-stream,
+	// where silence is normal, are exempt.
+	StallTimeout time.Duration
+
+	// MaxResumes bounds the range requests that may continue one response
+	// body. 0 means DefaultMaxResumes (20); negative turns resuming off.
+	MaxResumes int
+
+	// Check, when set, makes every attempt whose status is not retried read
+	// the whole response body (at most MaxCheckBody bytes) before RoundTrip
+	// returns, and judge the response by it. A non-nil error makes the
+	// attempt a failure: retried when the request may be retried, counted
+	// by the breaker, and returned as a *CheckError (inside a *RetryError
+	// when the attempts ran out). Wrap the error with Permanent for a
+	// response that no retry can mend: it is returned at once and the
+	// breaker does not count it. The returned response's body is the bytes
+	// read, and Check may keep the slice. CheckJSON is a ready-made check.
+	Check func(resp *http.Response, body []byte) error
+	// MaxCheckBody bounds the body a checked attempt reads; a longer body
+	// fails the check with ErrCheckBodyTooLarge. 0 means
+	// DefaultMaxCheckBody (16 MiB).
+	MaxCheckBody int64
 
 	// RetryStatuses lists the status codes to retry. nil means
 	// DefaultRetryStatuses; an empty non-nil slice retries no status.
@@ -122,11 +179,16 @@ type Transport struct {
 	// hook for metrics. It runs on the request's goroutine and must be fast.
 	Observer func(Event)
 
+	// Tracer, when set, is told when each attempt starts and ends: the hook
+	// for tracing, one span per attempt. nil costs nothing.
+	Tracer Tracer
+
 	once     sync.Once
 	initErr  error
 	retryOn  [10]uint64 // bitset of the status codes to retry, 0-639
 	breakers *breaker.Set
 	budgets  hostTable[*Budget]
+	watch    watchdog
 }
 
 // NewClient returns an *http.Client whose transport is a zero Transport:
@@ -151,6 +213,9 @@ func (t *Transport) Validate() error {
 	}
 	if t.MaxHosts < 0 {
 		return fmt.Errorf("httpretry: Transport.MaxHosts must not be negative (got %d)", t.MaxHosts)
+	}
+	if t.MaxCheckBody < 0 {
+		return fmt.Errorf("httpretry: Transport.MaxCheckBody must not be negative (got %d)", t.MaxCheckBody)
 	}
 	return nil
 }
@@ -205,8 +270,27 @@ func (t *Transport) init() error {
 				return b
 			})
 		}
+		stall := t.StallTimeout
+		if stall == 0 {
+			stall = DefaultStallTimeout
+		}
+		t.watch.init(clock.Or(t.Policy.Clock), stall)
 	})
 	return t.initErr
+}
+
+func (t *Transport) maxResumes() int {
+	if t.MaxResumes == 0 {
+		return DefaultMaxResumes
+	}
+	return t.MaxResumes
+}
+
+func (t *Transport) maxCheckBody() int64 {
+	if t.MaxCheckBody == 0 {
+		return DefaultMaxCheckBody
+	}
+	return t.MaxCheckBody
 }
 
 // Breakers returns the per-host breakers, for a heartbeat or metrics; nil
@@ -262,7 +346,8 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 // call is one logical request and its attempts. It lives on the stack of
-// RoundTrip, so the common path (first attempt succeeds) allocates nothing.
+// RoundTrip, so the common path (first attempt succeeds) allocates nothing;
+// a returned body that needs it (see respBody) takes a copy along.
 type call struct {
 	t      *Transport
 	req    *http.Request
@@ -274,7 +359,14 @@ type call struct {
 	body     io.ReadCloser                 // the body of the next attempt
 	getBody  func() (io.ReadCloser, error) // nil: the body cannot be replayed
 	noReplay string                        // why, when there is a body
-	cancel   context.CancelFunc            // the current attempt's, if any
+
+	trace   func(AttemptResult) // ends the current attempt's trace, if a Tracer started one
+	clk     clock.Clock         // set once a wait or a timer needs it
+	start   time.Time          // when the call began, for MaxElapsed
+	prev    time.Duration      // the last wait
+	attempt int                // attempts made, resumes included
+	cancel  context.CancelFunc // ends the current attempt's context, if it has one
+	timer   clock.Timer        // the current attempt's header timeout, until headers came
 }
 
 func (c *call) run() (*http.Response, error) {
@@ -284,7 +376,7 @@ func (c *call) run() (*http.Response, error) {
 		p, err := c.cb.Acquire()
 		if err != nil {
 			closeBody(req)
-			t.observe(Event{Kind: EventRefused, Method: req.Method, Host: c.host, Err: err, Reason: StopBreakerOpen})
+			c.observe(Event{Kind: EventRefused, Err: err, Reason: StopBreakerOpen})
 			return nil, err
 		}
 		c.permit = p
@@ -298,46 +390,38 @@ func (c *call) run() (*http.Response, error) {
 		return nil, err
 	}
 	p := &t.Policy
-	var (
-		clk   clock.Clock
-		start time.Time
-		prev  time.Duration
-	)
 	if p.MaxElapsed > 0 {
-		clk = clock.Or(p.Clock)
-		start = clk.Now()
+		c.start = c.clock().Now()
 	}
-	for attempt := 1; ; attempt++ {
-		resp, err := t.base().RoundTrip(c.attemptRequest(ctx, attempt))
+	for {
+		c.attempt++
+		attempt := c.attempt
+		resp, err := c.send(c.startAttempt(c.attemptRequest(ctx, attempt), AttemptInfo{Attempt: attempt}))
 		outcome := outcomeOf(ctx, resp, err)
-		t.observe(Event{Kind: EventAttempt, Method: req.Method, Host: c.host, Attempt: attempt,
-			StatusCode: statusOf(resp), Err: err, Outcome: outcome})
+		c.observe(Event{Kind: EventAttempt, Attempt: attempt, StatusCode: statusOf(resp), Err: err, Outcome: outcome})
 		if !c.retryable(ctx, resp, err) {
 			return c.finish(resp, err, outcome)
-		}
-		if clk == nil {
-			clk = clock.Or(p.Clock)
 		}
 		failure := err
 		if resp != nil {
 			failure = &StatusError{Response: resp}
 		}
-		wait, stop := c.decide(ctx, clk, attempt, prev, start, resp, err, failure, outcome)
+		wait, stop := c.decide(ctx, attempt, attempt, failure, outcome)
 		if stop != nil {
 			return c.end(resp, true, err, outcome, stop)
 		}
+		c.endTrace(statusOf(resp), err, outcome)
 		whole := true
 		if resp != nil {
-			whole = detach(resp)
+			whole = t.detach(resp)
 		}
 		c.endAttempt()
 		p.announce(ctx, attempt, wait, failure,
 			slog.String("method", req.Method), slog.String("url", RedactURL(req.URL)), slog.Int("status", statusOf(resp)))
-		t.observe(Event{Kind: EventRetry, Method: req.Method, Host: c.host, Attempt: attempt,
-			StatusCode: statusOf(resp), Err: err, Wait: wait})
-		if serr := clock.Sleep(ctx, clk, wait); serr != nil {
+		c.observe(Event{Kind: EventRetry, Attempt: attempt, StatusCode: statusOf(resp), Err: err, Wait: wait})
+		if serr := clock.Sleep(ctx, c.clk, wait); serr != nil {
 			c.permit.Release()
-			return nil, c.giveUp(resp, err, &RetryError{Err: failure, Attempts: attempt, Reason: StopCanceled, cause: serr})
+			return nil, c.giveUp(resp, err, &RetryError{Err: failure, Attempts: attempt, Reason: StopCanceled, cause: serr}, false, 0)
 		}
 		if open := c.openedMeanwhile(); open != nil {
 			// The breaker opened during the wait: the next attempt would
@@ -345,19 +429,48 @@ func (c *call) run() (*http.Response, error) {
 			return c.end(resp, whole, err, outcome,
 				&RetryError{Err: failure, Attempts: attempt, Reason: StopBreakerOpen, cause: open})
 		}
-		prev = wait
+		c.prev = wait
 		if stop := c.nextBody(attempt); stop != nil {
 			c.permit.Release()
-			return nil, c.giveUp(resp, nil, stop)
+			return nil, c.giveUp(resp, nil, stop, false, 0)
 		}
 	}
+}
+
+func (c *call) clock() clock.Clock {
+	if c.clk == nil {
+		c.clk = clock.Or(c.t.Policy.Clock)
+	}
+	return c.clk
+}
+
+// send makes one attempt: the request under its header timeout, then, for
+// a checked Transport, the body and its check.
+func (c *call) send(r *http.Request) (*http.Response, error) {
+	resp, err := c.t.base().RoundTrip(r)
+	if c.timer != nil {
+		if !c.timer.Stop() {
+			// The header timeout fired, and cancelled the attempt: whatever
+			// came back is cut or about to be.
+			if resp != nil {
+				resp.Body.Close()
+				resp = nil
+			}
+			err = &TimeoutError{Limit: c.t.Policy.AttemptTimeout}
+		}
+		c.timer = nil
+	}
+	if err == nil && c.t.Check != nil && resp.StatusCode != http.StatusSwitchingProtocols && !c.t.retryStatus(resp.StatusCode) {
+		return c.t.check(resp)
+	}
+	return resp, err
 }
 
 // end finishes a call that gives up on a retryable failure: it returns the
 // last response when there is a whole one to return, as net/http would,
 // else the error.
 func (c *call) end(resp *http.Response, whole bool, err error, outcome breaker.Outcome, stop *RetryError) (*http.Response, error) {
-	c.giveUp(resp, err, stop)
+	c.giveUp(resp, err, stop, false, 0)
 	if resp != nil && whole {
 		return c.finish(resp, nil, outcome)
 	}
@@ -366,9 +479,9 @@ func (c *call) end(resp *http.Response, whole bool, err error, outcome breaker.O
 }
 
 // giveUp tells the Observer that the loop ends, and returns its error.
-func (c *call) giveUp(resp *http.Response, err error, stop *RetryError) *RetryError {
-	c.t.observe(Event{Kind: EventGiveUp, Method: c.req.Method, Host: c.host, Attempt: stop.Attempts,
-		StatusCode: statusOf(resp), Err: err, Reason: stop.Reason})
+func (c *call) giveUp(resp *http.Response, err error, stop *RetryError, resume bool, offset int64) *RetryError {
+	c.observe(Event{Kind: EventGiveUp, Attempt: stop.Attempts, StatusCode: statusOf(resp), Err: err,
+		Reason: stop.Reason, Resume: resume, Offset: offset})
 	return stop
 }
 
@@ -388,6 +501,9 @@ func (c *call) retryable(ctx context.Context, resp *http.Response, err error) bo
 		return false
 	}
 	if err != nil {
+		if ce, ok := errors.AsType[*CheckError](err); ok {
+			return !ce.permanent
+		}
 		return IsTransient(err) || c.t.Policy.RetryIf != nil && c.t.Policy.RetryIf(err)
 	}
 	return c.t.retryStatus(resp.StatusCode)
@@ -395,19 +511,21 @@ func (c *call) retryable(ctx context.Context, resp *http.Response, err error) bo
 
 // decide applies every limit to a retryable failure: idempotency, body
 // replay, the policy's attempts and waits, the breaker, the budget. It
-// returns the wait before the next attempt, or why there is none.
-func (c *call) decide(ctx context.Context, clk clock.Clock, attempt int, prev time.Duration, start time.Time,
-	resp *http.Response, err, failure error, outcome breaker.Outcome) (time.Duration, *RetryError) {
+// returns the wait before the next attempt, or why there is none. n is the
+// attempt number the policy counts (for a resumed body, the failures since
+// it last made progress); attempt is the number of attempts made in all.
+func (c *call) decide(ctx context.Context, n, attempt int, failure error, outcome breaker.Outcome) (time.Duration, *RetryError) {
 	t := c.t
-	if !t.RetryNonIdempotent && !idempotent(c.req) && (resp != nil || !neverSent(err)) {
+	if !t.RetryNonIdempotent && !idempotent(c.req) && !neverSent(failure) {
 		return 0, &RetryError{Err: failure, Attempts: attempt, Reason: StopNotIdempotent}
 	}
 	if c.getBody == nil && c.noReplay != "" {
 		return 0, &RetryError{Err: failure, Attempts: attempt, Reason: StopBodyNotReplayable,
 			cause: errors.New(c.noReplay)}
 	}
-	wait, stop := t.Policy.plan(ctx, clk, attempt, prev, start, failure)
+	wait, stop := t.Policy.plan(ctx, c.clock(), n, c.prev, c.start, failure)
 	if stop != nil {
+		stop.Attempts = attempt
 		return 0, stop
 	}
 	// Another call may have opened the breaker while this one was failing:
@@ -435,16 +553,24 @@ func (c *call) decide(ctx context.Context, clk clock.Clock, attempt int, prev ti
 	return wait, nil
 }
 
-// finish reports the call's outcome to the breaker and returns its result,
-// tying the attempt's timeout to the response body.
+// finish returns the call's result. A 2xx-4xx response with a body to read
+// gets a respBody, which reports the call's outcome to the breaker when the
+// body ends and ends the attempt's context then; anything else reports now.
 func (c *call) finish(resp *http.Response, err error, outcome breaker.Outcome) (*http.Response, error) {
+	if resp != nil && outcome == breaker.Success && hasBody(resp) && resp.StatusCode != http.StatusSwitchingProtocols &&
+		c.t.Check == nil { // a checked body is in memory already
+		resp.Body = newRespBody(c, resp)
+		return resp, nil
+	}
 	c.permit.Record(outcome)
+	c.endTrace(statusOf(resp), err, outcome)
 	if c.cancel != nil {
 		if rw, ok := bodyWriter(resp); ok {
 			// A protocol switch (101) hands over a writable connection,
-			// which must stay writable; the attempt's deadline bounds it too.
+			// which must stay writable; the attempt's context lasts until
+			// it is closed.
 			resp.Body = cancelOnCloseRW{&cancelOnClose{ReadCloser: rw, cancel: c.cancel}, rw}
-		} else if resp != nil && resp.Body != nil {
+		} else if hasBody(resp) {
 			resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: c.cancel}
 		} else {
 			c.cancel()
@@ -454,6 +580,10 @@ func (c *call) finish(resp *http.Response, err error, outcome breaker.Outcome) (
 	return resp, err
 }
 
+func hasBody(resp *http.Response) bool {
+	return resp != nil && resp.Body != nil && resp.Body != http.NoBody
+}
+
 func (c *call) endAttempt() {
 	if c.cancel != nil {
 		c.cancel()
@@ -461,21 +591,35 @@ func (c *call) endAttempt() {
 	}
 }
 
+// attemptContext returns the context of the next attempt: ctx itself, or,
+// with a per-attempt timeout, a child that the timeout cancels unless the
+// response headers come first (send stops the timer then).
+func (c *call) attemptContext(ctx context.Context) context.Context {
+	timeout := c.t.Policy.AttemptTimeout
+	if timeout <= 0 {
+		return ctx
+	}
+	ctx, c.cancel = context.WithCancel(ctx)
+	c.timer = clock.AfterFunc(c.clock(), timeout, c.cancel)
+	return ctx
+}
+
 // attemptRequest returns the request for one attempt: the caller's own
 // request when nothing needs to change (the first attempt, no per-attempt
 // timeout, body untouched), else a shallow copy with its own body and
-// context. The caller's request is never modified.
+// context. A replayable body comes with a GetBody, so that net/http can
+// resend it by itself after a GOAWAY or a dead reused connection. The
+// caller's request is never modified.
 func (c *call) attemptRequest(ctx context.Context, attempt int) *http.Request {
 	req := c.req
-	timeout := c.t.Policy.AttemptTimeout
-	if attempt == 1 && timeout == 0 && c.body == req.Body {
+	if attempt == 1 && c.t.Policy.AttemptTimeout <= 0 && c.body == req.Body {
 		return req
 	}
-	if timeout > 0 {
-		ctx, c.cancel = context.WithTimeout(ctx, timeout)
-	}
-	r := req.WithContext(ctx)
+	r := req.WithContext(c.attemptContext(ctx))
 	r.Body = c.body
+	if c.getBody != nil {
+		r.GetBody = c.getBody
+	}
 	return r
 }
 
@@ -578,16 +722,48 @@ func idempotent(req *http.Request) bool {
 }
 
 // neverSent reports errors that prove the request never reached the server:
-// the connection was refused or could not be dialled, or an HTTP/2 server
-// refused the stream before processing it.
+// the connection was refused or could not be dialled, an HTTP/2 server
+// refused the stream or announced with GOAWAY that it would not process it,
+// or net/http wanted to resend a request it had not delivered but could not
+// rewind its body. A response, or a body a check rejected, proves the
+// opposite.
 func neverSent(err error) bool {
 	if err == nil {
+		return false
+	}
+	if _, ok := errors.AsType[*StatusError](err); ok {
+		return false
+	}
+	if _, ok := errors.AsType[*CheckError](err); ok {
 		return false
 	}
 	if op, ok := errors.AsType[*net.OpError](err); ok && op.Op == "dial" {
 		return true
 	}
-	return errors.Is(err, syscall.ECONNREFUSED) || strings.Contains(err.Error(), "REFUSED_STREAM")
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return true
+	}
+	msg := err.Error()
+	for _, s := range neverSentMessages {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// neverSentMessages are net/http's texts for requests it knows the server
+// did not process; the errors themselves are unexported.
+var neverSentMessages = []string{
+	"REFUSED_STREAM",
+	// http2: a stream above the GOAWAY's last stream ID, or a connection
+	// no longer usable for new streams.
+	"Transport received Server's graceful shutdown GOAWAY",
+	"http2: client conn not usable",
+	// http2 wraps the two above in this when the body cannot be rewound.
+	"after Request.Body was written; define Request.GetBody",
+	// HTTP/1: a reused connection died before the request was written.
+	"cannot rewind body after connection loss",
 }
 
 // openError returns an *breaker.OpenError when cb can tell, without
@@ -610,7 +786,7 @@ func outcomeOf(ctx context.Context, resp *http.Response, err error) breaker.Outc
 	case ctx.Err() != nil:
 		return breaker.Neutral
 	case err != nil:
-		if IsTransient(err) {
+		if ce, ok := errors.AsType[*CheckError](err); ok && !ce.permanent || IsTransient(err) {
 			return breaker.Failure
 		}
 		return breaker.Neutral
@@ -632,14 +808,14 @@ func statusOf(resp *http.Response) int {
 // detach reads a failed response into memory, up to drainLimit, and closes
 // it, so that its connection goes back to the pool during the wait while
 // the response can still be returned if the loop ends after the wait. It
-// reports whether the whole body fit; past the limit the rest is cut off
-// (closing that one connection, never the pool) and the body reads as an
-// error.
-func detach(resp *http.Response) bool {
-	if resp.Body == nil || resp.Body == http.NoBody {
+// reports whether the whole body fit; past the limit, or when the body
+// fails or stalls, the rest is cut off (closing that one connection, never
+// the pool) and the body reads as an error.
+func (t *Transport) detach(resp *http.Response) bool {
+	if !hasBody(resp) {
 		return true
 	}
-	buf, err := io.ReadAll(io.LimitReader(resp.Body, drainLimit+1))
+	buf, err := t.readAll(resp.Body, drainLimit)
 	resp.Body.Close()
 	if err != nil || len(buf) > drainLimit {
 		resp.Body = io.NopCloser(errReader{errDiscarded})

@@ -102,6 +102,7 @@ func TestRetryAfterDateIsHonoured(t *testing.T) {
 			faultserver.OK()),
 	})
 	fx := newFixture(t, &Transport{})
+	fx.t.Policy.Rand = func() float64 { return 0 } // no spread after the hint
 	resp, _, err := fx.get(t, srv.URL)
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("GET = %v, %v", resp, err)
@@ -660,5 +661,66 @@ func TestUpgradeBodyStaysWritable(t *testing.T) {
 	got := make([]byte, 2)
 	if _, err := io.ReadFull(rw, got); err != nil || string(got) != "hi" {
 		t.Fatalf("echo = %q, %v", got, err)
+	}
+}
+
+// traceRecorder is a Tracer that records each attempt's start and end.
+type traceRecorder struct {
+	mu    sync.Mutex
+	spans []string
+}
+
+func (r *traceRecorder) StartAttempt(req *http.Request, a AttemptInfo) (*http.Request, func(AttemptResult)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	i := len(r.spans)
+	r.spans = append(r.spans, fmt.Sprintf("attempt %d resume=%v offset=%d: open", a.Attempt, a.Resume, a.Offset))
+	// A copy with its own header, as a tracer propagating context makes.
+	out := req.Clone(req.Context())
+	out.Header.Set("Traceparent", fmt.Sprintf("00-span-%d", a.Attempt))
+	return out, func(res AttemptResult) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.spans[i] = fmt.Sprintf("attempt %d resume=%v offset=%d: %d %v", a.Attempt, a.Resume, a.Offset, res.StatusCode, res.Outcome)
+	}
+}
+
+// Each attempt is one trace span, started before it is sent and ended when
+// it is over: a retried attempt at the decision, the returned one when its
+// body ends; resumes are attempts too.
+func TestTracerSeesEveryAttempt(t *testing.T) {
+	leaktest.Check(t)
+	doc := &faultserver.Resource{Body: document(30_000, 11), ETag: `"t"`}
+	srv := faultserver.Start(t, faultserver.Config{Behavior: faultserver.Script(
+		faultserver.Status(503), faultserver.Status(503),
+		faultserver.ServeResource(doc).WithBodyFault(cutAfter(10_000, true)),
+		faultserver.ServeResource(doc))})
+	rec := &traceRecorder{}
+	fx := newFixture(t, &Transport{Tracer: rec, Policy: Policy{MaxAttempts: 3}})
+	resp, err := fx.c.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := rec.spans[2]; !strings.HasSuffix(got, "open") {
+		t.Fatalf("the returned attempt's span ended before its body: %q", got)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || !bytes.Equal(body, doc.Body) {
+		t.Fatalf("read %d bytes, %v", len(body), err)
+	}
+	want := []string{
+		"attempt 1 resume=false offset=0: 503 failure",
+		"attempt 2 resume=false offset=0: 503 failure",
+		"attempt 3 resume=false offset=0: 200 failure", // its body was cut
+		"attempt 4 resume=true offset=10000: 206 success",
+	}
+	if fmt.Sprint(rec.spans) != fmt.Sprint(want) {
+		t.Fatalf("spans\n got %q\nwant %q", rec.spans, want)
+	}
+	for i, e := range srv.Log() {
+		if got := e.Header.Get("Traceparent"); got != fmt.Sprintf("00-span-%d", i+1) {
+			t.Errorf("request %d carried Traceparent %q", i+1, got)
+		}
 	}
 }

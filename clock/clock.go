@@ -12,6 +12,7 @@ import (
 	"context"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -19,6 +20,14 @@ import (
 type Clock interface {
 	Now() time.Time
 	NewTimer(d time.Duration) Timer
+}
+
+// FuncClock is a Clock that can also call a function after a duration, as
+// time.AfterFunc does. Real and Fake implement it; AfterFunc falls back to a
+// goroutine for clocks that do not.
+type FuncClock interface {
+	Clock
+	AfterFunc(d time.Duration, f func()) Timer
 }
 
 // Timer is the part of *time.Timer the library needs.
@@ -47,6 +56,8 @@ func (realClock) Now() time.Time { return time.Now() }
 
 func (realClock) NewTimer(d time.Duration) Timer { return realTimer{time.NewTimer(d)} }
 
+func (realClock) AfterFunc(d time.Duration, f func()) Timer { return realTimer{time.AfterFunc(d, f)} }
+
 type realTimer struct{ t *time.Timer }
 
 func (r realTimer) C() <-chan time.Time { return r.t.C }
@@ -71,6 +82,46 @@ func Sleep(ctx context.Context, c Clock, d time.Duration) error {
 	}
 }
 
+// AfterFunc calls f in its own goroutine once d has passed on c, unless the
+// returned Timer is stopped first; its C channel is never sent on. It is the
+// seam for timeouts and watchdogs, which bound a wait rather than make one:
+// on a Fake in auto mode such a timer does not move the time by itself (a
+// timeout would otherwise fire at once); it fires when the time reaches it.
+func AfterFunc(c Clock, d time.Duration, f func()) Timer {
+	if fc, ok := c.(FuncClock); ok {
+		return fc.AfterFunc(d, f)
+	}
+	t := &goTimer{stop: make(chan struct{})}
+	timer := c.NewTimer(d)
+	go func() {
+		select {
+		case <-timer.C():
+			if t.fired.CompareAndSwap(false, true) {
+				f()
+			}
+		case <-t.stop:
+			timer.Stop()
+		}
+	}()
+	return t
+}
+
+// goTimer is AfterFunc's timer on a clock without AfterFunc of its own.
+type goTimer struct {
+	stop  chan struct{}
+	fired atomic.Bool
+}
+
+func (t *goTimer) C() <-chan time.Time { return nil }
+
+func (t *goTimer) Stop() bool {
+	if !t.fired.CompareAndSwap(false, true) {
+		return false
+	}
+	close(t.stop)
+	return true
+}
+
 // Fake is a Clock for tests. Its time moves only through Advance and Set.
 // The zero value is not usable; call NewFake.
 type Fake struct {
@@ -91,6 +142,8 @@ func NewFake(start time.Time) *Fake {
 // SetAuto makes every new timer advance the clock by its duration and fire at
 // once. Sequential code that waits (a retry loop) then runs to the end without
 // help from the test, and the clock shows how long it waited in total.
+// Timers made by AfterFunc are exempt: they fire only when the time reaches
+// them, moved by a NewTimer in auto mode, Advance or Set.
 func (f *Fake) SetAuto(on bool) {
 	f.mu.Lock()
 	f.auto = on
@@ -107,10 +160,10 @@ func (f *Fake) Now() time.Time {
 // NewTimer returns a timer that fires when the fake time reaches now+d.
 func (f *Fake) NewTimer(d time.Duration) Timer {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	t := &fakeTimer{f: f, when: f.now.Add(d), c: make(chan time.Time, 1)}
+	var due []func()
 	if f.auto && d > 0 {
-		f.now = t.when
+		due = f.setLocked(t.when) // fires AfterFunc timers due by then too
 	}
 	if !t.when.After(f.now) {
 		t.c <- f.now
@@ -119,6 +172,25 @@ func (f *Fake) NewTimer(d time.Duration) Timer {
 		f.timers = append(f.timers, t)
 	}
 	f.cond.Broadcast()
+	f.mu.Unlock()
+	run(due)
+	return t
+}
+
+// AfterFunc returns a timer that calls fn in its own goroutine when the fake
+// time reaches now+d. Auto mode does not advance the time for it.
+func (f *Fake) AfterFunc(d time.Duration, fn func()) Timer {
+	f.mu.Lock()
+	t := &fakeTimer{f: f, when: f.now.Add(d), fn: fn}
+	if !t.when.After(f.now) {
+		t.fired = true
+		f.mu.Unlock()
+		go fn()
+		return t
+	}
+	f.timers = append(f.timers, t)
+	f.cond.Broadcast()
+	f.mu.Unlock()
 	return t
 }
 
@@ -126,34 +198,52 @@ func (f *Fake) NewTimer(d time.Duration) Timer {
 // in the order of their deadlines.
 func (f *Fake) Advance(d time.Duration) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.setLocked(f.now.Add(d))
+	due := f.setLocked(f.now.Add(d))
+	f.mu.Unlock()
+	run(due)
 }
 
 // Set moves the time to t (never backwards) and fires the timers due by then.
 func (f *Fake) Set(t time.Time) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
+	var due []func()
 	if t.After(f.now) {
-		f.setLocked(t)
+		due = f.setLocked(t)
 	}
+	f.mu.Unlock()
+	run(due)
 }
 
-func (f *Fake) setLocked(t time.Time) {
+// setLocked moves the time to t and fires the channel timers due by then; it
+// returns the functions of the AfterFunc timers due, for the caller to start
+// once it has unlocked.
+func (f *Fake) setLocked(t time.Time) []func() {
 	f.now = t
 	sort.SliceStable(f.timers, func(i, j int) bool { return f.timers[i].when.Before(f.timers[j].when) })
 	kept := f.timers[:0]
+	var due []func()
 	for _, tm := range f.timers {
 		if tm.when.After(t) {
 			kept = append(kept, tm)
 			continue
 		}
 		tm.fired = true
+		if tm.fn != nil {
+			due = append(due, tm.fn)
+			continue
+		}
 		tm.c <- tm.when
 	}
 	clear(f.timers[len(kept):])
 	f.timers = kept
 	f.cond.Broadcast()
+	return due
+}
+
+func run(fns []func()) {
+	for _, fn := range fns {
+		go fn()
+	}
 }
 
 // Pending returns the number of timers that have not fired or been stopped.
@@ -177,7 +267,8 @@ func (f *Fake) BlockUntil(n int) {
 type fakeTimer struct {
 	f     *Fake
 	when  time.Time
-	c     chan time.Time
+	c     chan time.Time // nil for an AfterFunc timer
+	fn    func()         // set for an AfterFunc timer
 	fired bool
 }
 

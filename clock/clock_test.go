@@ -84,3 +84,67 @@ func TestSleepReportsACancelThatRacesTheTimer(t *testing.T) {
 		}
 	}
 }
+
+func TestFakeAfterFuncFiresWhenTheTimeComes(t *testing.T) {
+	f := NewFake(epoch)
+	fired := make(chan time.Time, 1)
+	AfterFunc(f, time.Second, func() { fired <- f.Now() })
+	stopped := AfterFunc(f, time.Second, func() { t.Error("a stopped AfterFunc ran") })
+	if !stopped.Stop() || stopped.Stop() {
+		t.Fatal("Stop on a pending AfterFunc timer must report true once")
+	}
+	f.Advance(999 * time.Millisecond)
+	select {
+	case <-fired:
+		t.Fatal("AfterFunc ran before its time")
+	default:
+	}
+	f.Advance(time.Millisecond)
+	if at := <-fired; !at.Equal(epoch.Add(time.Second)) {
+		t.Fatalf("AfterFunc ran at %v", at)
+	}
+}
+
+// Auto mode makes waits instant; a timeout made with AfterFunc must not
+// fire because of it, only when a wait moves the time past it.
+func TestFakeAutoDoesNotFireTimeouts(t *testing.T) {
+	f := NewFake(epoch)
+	f.SetAuto(true)
+	fired := make(chan struct{})
+	timeout := AfterFunc(f, 5*time.Second, func() { close(fired) })
+	if got := f.Now(); !got.Equal(epoch) {
+		t.Fatalf("AfterFunc moved the time to %v", got)
+	}
+	if err := Sleep(context.Background(), f, 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-fired:
+		t.Fatal("the timeout fired after 2s of 5s")
+	default:
+	}
+	if err := Sleep(context.Background(), f, 3*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	<-fired // the second wait reached it
+	if timeout.Stop() {
+		t.Fatal("Stop after firing = true")
+	}
+}
+
+// A clock without AfterFunc of its own still gets one, through a goroutine.
+func TestAfterFuncOnAPlainClock(t *testing.T) {
+	f := NewFake(epoch)
+	plain := struct{ Clock }{f}
+	fired := make(chan struct{})
+	AfterFunc(plain, time.Second, func() { close(fired) })
+	f.BlockUntil(1)
+	f.Advance(time.Second)
+	<-fired
+	stopped := AfterFunc(plain, time.Second, func() { t.Error("a stopped AfterFunc ran") })
+	f.BlockUntil(1)
+	if !stopped.Stop() {
+		t.Fatal("Stop = false on a pending timer")
+	}
+	f.Advance(time.Hour)
+}

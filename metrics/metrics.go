@@ -13,7 +13,10 @@
 //
 //	attempts_total{host,outcome}                counter    attempts sent; outcome is what the attempt told the
 //	                                                       breaker: success, failure or neutral
-//	retries_total{host}                         counter    retries decided (a wait, then another attempt)
+//	retries_total{host}                         counter    retries decided (a wait, then another attempt), resumes included
+//	resumes_total{host}                         counter    range requests decided to continue a cut response body
+//	body_failures_total{host}                   counter    response bodies that failed after their headers (cut, reset,
+//	                                                       stalled), resumed or not
 //	retry_wait_seconds{host}                    histogram  the wait before each retry, Retry-After floors included
 //	give_ups_total{host,reason}                 counter    retryable failures not retried, by reason (see Reason)
 //	budget_refusals_total{host}                 counter    retries the retry budget refused (also in give_ups_total
@@ -65,6 +68,8 @@ var WaitBuckets = []float64{0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30}
 type Collector struct {
 	attempts    *prometheus.CounterVec
 	retries     *prometheus.CounterVec
+	resumes     *prometheus.CounterVec
+	bodyFails   *prometheus.CounterVec
 	waits       *prometheus.HistogramVec
 	giveUps     *prometheus.CounterVec
 	budget      *prometheus.CounterVec
@@ -103,7 +108,15 @@ func New(reg prometheus.Registerer) (*Collector, error) {
 		}, []string{"host", "outcome"}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "httpretry_retries_total",
-			Help: "Retries decided: a failed attempt followed by a wait and another attempt.",
+			Help: "Retries decided: a failed attempt followed by a wait and another attempt, resumes of a cut body included.",
+		}, []string{"host"}),
+		resumes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "httpretry_resumes_total",
+			Help: "Range requests decided to continue a response body cut after its headers (also counted in httpretry_retries_total).",
+		}, []string{"host"}),
+		bodyFails: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "httpretry_body_failures_total",
+			Help: "Response bodies that failed after their headers: reset, cut short or stalled.",
 		}, []string{"host"}),
 		waits: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "httpretry_retry_wait_seconds",
@@ -152,6 +165,11 @@ func (c *Collector) Observe(e httpretry.Event) {
 		h := c.host(e.Host)
 		h.retries.Inc()
 		h.wait.Observe(e.Wait.Seconds())
+		if e.Resume {
+			c.resumes.WithLabelValues(c.label(e.Host)).Inc()
+		}
+	case httpretry.EventBodyFailed:
+		c.bodyFails.WithLabelValues(c.label(e.Host)).Inc()
 	case httpretry.EventGiveUp:
 		host := c.label(e.Host)
 		c.giveUps.WithLabelValues(host, Reason(e.Reason)).Inc()
@@ -232,6 +250,8 @@ func (c *Collector) WatchBreaker(b breaker.CircuitBreaker) {
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	c.attempts.Describe(ch)
 	c.retries.Describe(ch)
+	c.resumes.Describe(ch)
+	c.bodyFails.Describe(ch)
 	c.waits.Describe(ch)
 	c.giveUps.Describe(ch)
 	c.budget.Describe(ch)
@@ -246,6 +266,8 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	c.attempts.Collect(ch)
 	c.retries.Collect(ch)
+	c.resumes.Collect(ch)
+	c.bodyFails.Collect(ch)
 	c.waits.Collect(ch)
 	c.giveUps.Collect(ch)
 	c.budget.Collect(ch)
@@ -296,6 +318,8 @@ var reasons = [...]string{
 	httpretry.StopBreakerOpen:       "breaker_open",
 	httpretry.StopBodyNotReplayable: "body_not_replayable",
 	httpretry.StopNotIdempotent:     "not_idempotent",
+	httpretry.StopNotResumable:      "not_resumable",
+	httpretry.StopMaxResumes:        "max_resumes",
 }
 
 // Reason is the give_ups_total reason label of r. A reason added to

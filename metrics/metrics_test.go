@@ -49,8 +49,27 @@ func TestObserveCountsEvents(t *testing.T) {
 		{Kind: httpretry.EventRefused, Host: host, Reason: httpretry.StopBreakerOpen,
 			Err: fmt.Errorf("wrapped: %w", &breaker.OpenError{Name: host, State: breaker.HalfOpen})},
 		{Kind: httpretry.EventRefused, Host: host, Reason: httpretry.StopBreakerOpen, Err: breaker.ErrOpen},
+		// A body cut after its headers, resumed once, then cut again and
+		// given up on.
+		{Kind: httpretry.EventBodyFailed, Host: host, Attempt: 3, Resume: true, Offset: 1 << 20},
+		{Kind: httpretry.EventRetry, Host: host, Attempt: 3, Wait: 750 * time.Millisecond, Resume: true, Offset: 1 << 20},
+		{Kind: httpretry.EventBodyFailed, Host: host, Attempt: 4, Resume: true, Offset: 2 << 20},
+		{Kind: httpretry.EventGiveUp, Host: host, Attempt: 4, Reason: httpretry.StopNotResumable, Resume: true, Offset: 2 << 20},
 	} {
 		m.Observe(e)
+	}
+
+	wantBodies := `
+# HELP httpretry_resumes_total Range requests decided to continue a response body cut after its headers (also counted in httpretry_retries_total).
+# TYPE httpretry_resumes_total counter
+httpretry_resumes_total{host="api.example"} 1
+# HELP httpretry_body_failures_total Response bodies that failed after their headers: reset, cut short or stalled.
+# TYPE httpretry_body_failures_total counter
+httpretry_body_failures_total{host="api.example"} 2
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(wantBodies),
+		"httpretry_resumes_total", "httpretry_body_failures_total"); err != nil {
+		t.Error(err)
 	}
 
 	want := `
@@ -62,13 +81,14 @@ httpretry_attempts_total{host="api.example",outcome="success"} 1
 httpretry_attempts_total{host="other",outcome="failure"} 1
 httpretry_attempts_total{host="other",outcome="neutral"} 0
 httpretry_attempts_total{host="other",outcome="success"} 0
-# HELP httpretry_retries_total Retries decided: a failed attempt followed by a wait and another attempt.
+# HELP httpretry_retries_total Retries decided: a failed attempt followed by a wait and another attempt, resumes of a cut body included.
 # TYPE httpretry_retries_total counter
-httpretry_retries_total{host="api.example"} 2
+httpretry_retries_total{host="api.example"} 3
 httpretry_retries_total{host="other"} 0
 # HELP httpretry_give_ups_total Retryable failures that were not retried, by reason.
 # TYPE httpretry_give_ups_total counter
 httpretry_give_ups_total{host="api.example",reason="exhausted"} 1
+httpretry_give_ups_total{host="api.example",reason="not_resumable"} 1
 httpretry_give_ups_total{host="other",reason="budget"} 1
 # HELP httpretry_budget_refusals_total Retries refused by the retry budget (also counted in httpretry_give_ups_total with reason budget).
 # TYPE httpretry_budget_refusals_total counter
@@ -94,14 +114,14 @@ httpretry_retry_wait_seconds_bucket{host="api.example",le="0.05"} 0
 httpretry_retry_wait_seconds_bucket{host="api.example",le="0.1"} 0
 httpretry_retry_wait_seconds_bucket{host="api.example",le="0.25"} 0
 httpretry_retry_wait_seconds_bucket{host="api.example",le="0.5"} 0
-httpretry_retry_wait_seconds_bucket{host="api.example",le="1"} 1
-httpretry_retry_wait_seconds_bucket{host="api.example",le="2"} 1
-httpretry_retry_wait_seconds_bucket{host="api.example",le="5"} 2
-httpretry_retry_wait_seconds_bucket{host="api.example",le="10"} 2
-httpretry_retry_wait_seconds_bucket{host="api.example",le="30"} 2
-httpretry_retry_wait_seconds_bucket{host="api.example",le="+Inf"} 2
-httpretry_retry_wait_seconds_sum{host="api.example"} 3.75
-httpretry_retry_wait_seconds_count{host="api.example"} 2
+httpretry_retry_wait_seconds_bucket{host="api.example",le="1"} 2
+httpretry_retry_wait_seconds_bucket{host="api.example",le="2"} 2
+httpretry_retry_wait_seconds_bucket{host="api.example",le="5"} 3
+httpretry_retry_wait_seconds_bucket{host="api.example",le="10"} 3
+httpretry_retry_wait_seconds_bucket{host="api.example",le="30"} 3
+httpretry_retry_wait_seconds_bucket{host="api.example",le="+Inf"} 3
+httpretry_retry_wait_seconds_sum{host="api.example"} 4.5
+httpretry_retry_wait_seconds_count{host="api.example"} 3
 `
 	// Only the host that retried has observations; "other" has an empty
 	// histogram made when its attempt was first seen.
@@ -125,7 +145,7 @@ httpretry_retry_wait_seconds_count{host="other"} 0
 
 func TestReasonLabels(t *testing.T) {
 	seen := map[string]httpretry.StopReason{}
-	for r := httpretry.StopExhausted; r <= httpretry.StopNotIdempotent; r++ {
+	for r := httpretry.StopExhausted; r <= httpretry.StopMaxResumes; r++ {
 		label := metrics.Reason(r)
 		if label == "" || strings.ContainsAny(label, " -") {
 			t.Errorf("Reason(%v) = %q, want a snake_case word", r, label)
@@ -239,7 +259,7 @@ func TestTransportFeedsCollector(t *testing.T) {
 httpretry_attempts_total{host=%[1]q,outcome="failure"} 2
 httpretry_attempts_total{host=%[1]q,outcome="neutral"} 0
 httpretry_attempts_total{host=%[1]q,outcome="success"} 1
-# HELP httpretry_retries_total Retries decided: a failed attempt followed by a wait and another attempt.
+# HELP httpretry_retries_total Retries decided: a failed attempt followed by a wait and another attempt, resumes of a cut body included.
 # TYPE httpretry_retries_total counter
 httpretry_retries_total{host=%[1]q} 2
 # HELP httpretry_breaker_state Circuit breaker state: 0 closed, 1 half-open, 2 open.

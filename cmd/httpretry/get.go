@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -41,10 +43,18 @@ const (
 	// the upstream may be fine and waiting is the remedy.
 	getExitRefused = 5
 	// getExitTimeout: the --timeout deadline hit (or, after a network error,
-	// the next wait would have passed it), or the attempts ran out on
-	// --attempt-timeout. After an HTTP error status the response itself is
-	// the result, so that case exits 3.
+	// the next wait would have passed it), or the last attempt got no
+	// response headers within --attempt-timeout. After an HTTP error status
+	// the response itself is the result, so that case exits 3.
 	getExitTimeout = 6
+	// getExitBody: the response began (its status and headers arrived) but
+	// its body could not be completed, even with resumes; -o FILE keeps the
+	// bytes that arrived, for --continue.
+	getExitBody = 7
+	// getExitContinue: --continue would not append to the partial file: the
+	// server's copy changed, or the bytes could not be checked. The file is
+	// untouched.
+	getExitContinue = 8
 	// getExitInterrupted: Ctrl-C; 128+SIGINT, the shell convention.
 	getExitInterrupted = 130
 )
@@ -68,6 +78,9 @@ flags:
                            joined with '&'; Content-Type defaults to
                            application/x-www-form-urlencoded
   -o, --output FILE        write the body to FILE instead of stdout (- is stdout)
+  -C -, --continue         resume a partial -o FILE where it stops, checked
+                           against the server's copy so that nothing wrong
+                           is ever appended
   -i, --include            write the status line and headers before the body
   -L, --location           follow redirects (each hop is retried on its own)
       --attempts N         attempts in all, the first included (default 3)
@@ -77,13 +90,24 @@ flags:
                            Retry-After honoured (default 10s)
       --timeout D          limit for the whole call, waits and body included
                            (default none)
-      --attempt-timeout D  limit for each attempt (default none)
+      --attempt-timeout D  limit for each attempt's response headers (default
+                           none); a body that keeps flowing is never cut
+      --stall-timeout D    fail a body that sends nothing for D, then resume
+                           it (default 60s; 0: never)
+      --max-resumes N      range requests that may continue a cut body
+                           (default 20; 0: none)
+      --cacert FILE        trust the PEM CA certificates in FILE for https
+  -k, --insecure           do not verify the server's certificate (warned)
       --retry-non-idempotent
                            retry POST, PATCH... even when the server may have
                            acted on them (by default only when the request
                            provably never arrived, or has an Idempotency-Key)
   -v, --verbose            log each retry and a summary line on stderr
       --log-json           the same log as JSON lines
+
+A GET body cut after its headers (a reset, a close, a stall) is continued
+with a range request when the server allows it (Accept-Ranges and a strong
+ETag or Last-Modified), and only then: never a body made of two versions.
 
 Durations are Go durations: 250ms, 2s, 1m30s. Secrets are redacted from the
 log and from error messages: userinfo, key/token/secret query values, and the
@@ -96,7 +120,12 @@ exit codes:
   3    HTTP error: final status 400 or above after retries (body still written)
   4    connection failure after retries (refused, reset, DNS, TLS)
   5    refused: circuit breaker open, or retry budget exhausted
-  6    timeout: --timeout reached, or every attempt hit --attempt-timeout
+  6    timeout: --timeout reached, or the last attempt got no headers
+       within --attempt-timeout
+  7    the body could not be completed after its resumes (-o FILE keeps
+       what arrived; --continue resumes it later)
+  8    --continue refused: the server's copy changed or the partial file's
+       bytes do not match it (the file is untouched)
   130  interrupted
 `
 
@@ -115,6 +144,11 @@ type getOptions struct {
 	headers            []getHeader
 	data               []string // raw -d values, @FILE and @- unresolved
 	output             string   // empty or "-": stdout
+	cont               bool     // -C - / --continue
+	stallTimeout       time.Duration
+	maxResumes         int
+	cacert             string
+	insecure           bool
 	include            bool
 	location           bool
 	attempts           int
@@ -196,6 +230,15 @@ func parseGetArgs(args []string) (*getOptions, error) {
 	for _, name := range []string{"o", "output"} {
 		fs.StringVar(&o.output, name, "", "")
 	}
+	var offset string
+	fs.StringVar(&offset, "C", "", "")
+	fs.BoolVar(&o.cont, "continue", false, "")
+	fs.DurationVar(&o.stallTimeout, "stall-timeout", httpretry.DefaultStallTimeout, "")
+	fs.IntVar(&o.maxResumes, "max-resumes", httpretry.DefaultMaxResumes, "")
+	fs.StringVar(&o.cacert, "cacert", "", "")
+	for _, name := range []string{"k", "insecure"} {
+		fs.BoolVar(&o.insecure, name, false, "")
+	}
 	for _, name := range []string{"i", "include"} {
 		fs.BoolVar(&o.include, name, false, "")
 	}
@@ -247,7 +290,24 @@ func parseGetArgs(args []string) (*getOptions, error) {
 		o.headers = append(o.headers, getHeader{name: name, value: value})
 	}
 	o.data = data
+	switch offset {
+	case "":
+	case "-":
+		o.cont = true
+	default:
+		return nil, getUsagef("-C takes '-' only: the offset is the size of the -o file")
+	}
 	switch {
+	case o.cont && (o.output == "" || o.output == "-"):
+		return nil, getUsagef("--continue needs -o FILE: it resumes that file")
+	case o.cont && (o.data != nil || o.method != "" && o.method != http.MethodGet):
+		return nil, getUsagef("--continue resumes GET downloads only")
+	case o.cont && o.include:
+		return nil, getUsagef("--continue and -i cannot be combined: the head would land in the middle of the file")
+	case o.maxResumes < 0:
+		return nil, getUsagef("--max-resumes must not be negative (got %d)", o.maxResumes)
+	case o.stallTimeout < 0:
+		return nil, getUsagef("durations must not be negative")
 	case o.attempts < 1:
 		return nil, getUsagef("--attempts must be at least 1 (got %d)", o.attempts)
 	case o.minWait < 0, o.maxWait < 0, o.timeout < 0, o.attemptTimeout < 0:
@@ -414,6 +474,7 @@ type getRun struct {
 	stderr io.Writer
 	logger *slog.Logger
 
+	ctx      context.Context                      // the call's, --timeout included
 	attempts atomic.Int64                         // every attempt, redirect hops included
 	stopped  atomic.Pointer[httpretry.StopReason] // why the last retry loop gave up, if it did
 }
@@ -432,11 +493,15 @@ func (g *getRun) run(ctx context.Context) int {
 		ctx, cancel = context.WithTimeout(ctx, opts.timeout)
 		defer cancel()
 	}
+	g.ctx = ctx
 	req, err := g.newRequest(ctx, body)
 	if err != nil {
 		return g.fail(0, 0, 0, err)
 	}
-	tr := g.newTransport()
+	tr, err := g.newTransport()
+	if err != nil {
+		return g.fail(0, 0, 0, err)
+	}
 	if err := tr.Validate(); err != nil {
 		// parseGetArgs checks the same limits, so this is a backstop.
 		return g.fail(0, 0, 0, &getUsageError{msg: strings.TrimPrefix(err.Error(), "httpretry: ")})
@@ -449,6 +514,12 @@ func (g *getRun) run(ctx context.Context) int {
 		// curl's default: show the redirect, do not follow it.
 		client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	}
+	var cont *getContinue
+	if opts.cont {
+		if cont, err = prepareContinue(opts.output, req); err != nil {
+			return g.fail(0, 0, 0, err)
+		}
+	}
 
 	start := time.Now()
 	resp, err := client.Do(req)
@@ -456,7 +527,12 @@ func (g *getRun) run(ctx context.Context) int {
 		return g.fail(0, time.Since(start), 0, err)
 	}
 	defer resp.Body.Close()
-	n, err := g.writeResponse(resp)
+	var n int64
+	if cont != nil {
+		n, err = g.continueResponse(cont, resp)
+	} else {
+		n, err = g.writeResponse(resp)
+	}
 	elapsed := time.Since(start)
 	if err != nil {
 		return g.fail(resp.StatusCode, elapsed, n, err)
@@ -504,7 +580,7 @@ func (g *getRun) newLogger() *slog.Logger {
 // and budget keep their defaults: for one call they never refuse a first
 // attempt, and the budget's floor (100 retries) only stops a runaway
 // --attempts.
-func (g *getRun) newTransport() *httpretry.Transport {
+func (g *getRun) newTransport() (*httpretry.Transport, error) {
 	o := g.opts
 	p := httpretry.Policy{
 		MaxAttempts:    o.attempts,
@@ -519,11 +595,54 @@ func (g *getRun) newTransport() *httpretry.Transport {
 		// a zero wait anyway, so Immediate is what --min-wait 0 means.
 		p.Backoff = httpretry.Immediate
 	}
-	return &httpretry.Transport{
+	base, err := g.newBase()
+	if err != nil {
+		return nil, err
+	}
+	t := &httpretry.Transport{
+		Base:               base,
 		Policy:             p,
+		StallTimeout:       o.stallTimeout,
+		MaxResumes:         o.maxResumes,
 		RetryNonIdempotent: o.retryNonIdempotent,
 		Observer:           g.observe,
 	}
+	// The flags say 0 for "never"; the Transport's zero means its default.
+	if o.stallTimeout == 0 {
+		t.StallTimeout = -1
+	}
+	if o.maxResumes == 0 {
+		t.MaxResumes = -1
+	}
+	return t, nil
+}
+
+// newBase returns the transport beneath the retries: nil (net/http's
+// default) unless --cacert or --insecure change how TLS verifies.
+func (g *getRun) newBase() (http.RoundTripper, error) {
+	o := g.opts
+	if o.cacert == "" && !o.insecure {
+		return nil, nil
+	}
+	cfg := &tls.Config{}
+	if o.cacert != "" {
+		pem, err := os.ReadFile(o.cacert)
+		if err != nil {
+			return nil, &getLocalError{fmt.Errorf("reading --cacert: %w", err)}
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, getUsagef("--cacert %s holds no PEM certificate", o.cacert)
+		}
+		cfg.RootCAs = pool
+	}
+	if o.insecure {
+		fmt.Fprintln(g.stderr, "httpretry: WARNING: --insecure: the server's certificate is not verified; anyone on the path can read and change this exchange")
+		cfg.InsecureSkipVerify = true
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = cfg
+	return tr, nil
 }
 
 // observe counts attempts and remembers why a loop gave up, for the
@@ -610,23 +729,28 @@ func (g *getRun) newRequest(ctx context.Context, body []byte) (*http.Request, er
 
 // writeResponse writes the optional -i head and the body to stdout or the
 // -o file, with a progress bar on a terminal. It returns the body bytes
-// written. Read errors come back as they are (network or timeout); write
-// errors as *getLocalError.
+// written. Read errors come back as *getBodyError (or the call's context
+// error, when --timeout or Ctrl-C ended it); write errors as
+// *getLocalError. An -o download that a range request could continue gets
+// a sidecar file recording its version until it completes, for --continue.
 func (g *getRun) writeResponse(resp *http.Response) (int64, error) {
-	if g.opts.output != "" && g.opts.output != "-" {
-		// Created only now, so a call that got no response leaves no empty
-		// file behind; an error status still writes its body, like curl.
-		f, err := os.Create(g.opts.output)
-		if err != nil {
-			return 0, &getLocalError{err}
-		}
-		n, err := g.copyBody(resp, f, g.opts.output)
-		if cerr := f.Close(); err == nil && cerr != nil {
-			err = &getLocalError{fmt.Errorf("writing %s: %w", g.opts.output, cerr)}
-		}
-		return n, err
+	path := g.opts.output
+	if path == "" || path == "-" {
+		return g.copyBody(resp, g.env.stdout, "stdout")
 	}
-	return g.copyBody(resp, g.env.stdout, "stdout")
+	// Created only now, so a call that got no response leaves no empty
+	// file behind; an error status still writes its body, like curl.
+	f, err := os.Create(path)
+	if err != nil {
+		return 0, &getLocalError{err}
+	}
+	side := g.writeSidecar(path, resp, 0)
+	n, err := g.copyBody(resp, f, path)
+	if cerr := f.Close(); err == nil && cerr != nil {
+		err = &getLocalError{fmt.Errorf("writing %s: %w", path, cerr)}
+	}
+	g.settle(path, side, n, err)
+	return n, err
 }
 
 // copyBody writes the head (with -i) and the body to out.
@@ -654,10 +778,25 @@ func (g *getRun) copyBody(resp *http.Response, out io.Writer, name string) (int6
 		bar.finish()
 	}
 	if err != nil && !errors.As(err, new(*getLocalError)) {
-		err = fmt.Errorf("reading the response body: %w", err)
+		if cerr := g.ctx.Err(); cerr != nil {
+			// --timeout or Ctrl-C ended the read, whatever it reported.
+			err = fmt.Errorf("reading the response body: %w (%w)", cerr, err)
+		} else {
+			err = &getBodyError{err}
+		}
 	}
 	return n, err
 }
+
+// getBodyError is a body that failed after its headers arrived: exit 7.
+type getBodyError struct{ err error }
+
+// Error says the body failed, and why.
+func (e *getBodyError) Error() string { return "reading the response body: " + e.err.Error() }
+
+// Unwrap returns the read error (a *httpretry.BodyError when the Transport
+// tried or refused to resume it).
+func (e *getBodyError) Unwrap() error { return e.err }
 
 // getTagWriter marks its write errors as local, so a full disk or a closed
 // stdout is not reported as a network failure.
@@ -724,6 +863,8 @@ func getExitCode(status int, err error) int {
 	}
 	var usage *getUsageError
 	var local *getLocalError
+	var body *getBodyError
+	var cont *getContinueError
 	var re *httpretry.RetryError
 	var ne net.Error
 	switch {
@@ -731,6 +872,10 @@ func getExitCode(status int, err error) int {
 		return exitUsage
 	case errors.As(err, &local):
 		return getExitLocal
+	case errors.As(err, &cont):
+		return getExitContinue
+	case errors.As(err, &body):
+		return getExitBody
 	case errors.Is(err, breaker.ErrOpen), errors.Is(err, httpretry.ErrBudgetExhausted):
 		return getExitRefused
 	case errors.Is(err, context.Canceled):

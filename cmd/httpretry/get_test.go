@@ -280,7 +280,7 @@ func TestGetExitCodes(t *testing.T) {
 			// after the client's 50 ms gave up on it. The client's own
 			// account says both attempts were made.
 			args: []string{"--attempt-timeout", "50ms", "--attempts", "2"}, code: getExitTimeout,
-			stderr: "gave up after 2 attempt(s)"},
+			stderr: "no response headers within 50ms (AttemptTimeout) (gave up after 2 attempt(s)"},
 	}
 	for _, c := range checks {
 		t.Run(c.name, func(t *testing.T) {
@@ -403,7 +403,9 @@ func TestGetExitCodeMapping(t *testing.T) {
 		{"interrupted", 0, wrap(context.Canceled), getExitInterrupted},
 		{"refused", 0, wrap(refused), getExitNetwork},
 		{"reset", 0, wrap(syscall.ECONNRESET), getExitNetwork},
-		{"body read failed after a 200", 200, io.ErrUnexpectedEOF, getExitNetwork},
+		{"body read failed after a 200", 200, &getBodyError{&httpretry.BodyError{Err: io.ErrUnexpectedEOF}}, getExitBody},
+		{"body refused by the budget", 200, &getBodyError{fmt.Errorf("cut: %w", httpretry.ErrBudgetExhausted)}, getExitBody},
+		{"continue refused", 206, &getContinueError{"changed"}, getExitContinue},
 		{"local", 200, &getLocalError{errors.New("disk full")}, getExitLocal},
 		{"usage", 0, &getUsageError{"bad"}, exitUsage},
 	}

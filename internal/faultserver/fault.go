@@ -44,6 +44,10 @@ const (
 	// first Partial bytes of Body, then closes the connection cleanly: the
 	// client's body read ends in io.ErrUnexpectedEOF.
 	KindTruncatedBody
+	// KindResource serves Fault.Resource as a static file server would
+	// (validators, Range, If-Range, optional gzip), with Fault.Body faults
+	// applied to the bytes it sends (see BodyFault).
+	KindResource
 
 	numKinds
 )
@@ -51,6 +55,7 @@ const (
 var kindNames = [numKinds]string{
 	"ok", "status", "reset-before-headers", "reset-after-headers",
 	"close-no-response", "stall-before-headers", "stall-mid-body", "truncated-body",
+	"resource",
 }
 
 // String returns a short lower-case name for test messages and demo output.
@@ -108,6 +113,10 @@ type Fault struct {
 	// MaxStall bounds the stall kinds; 0 stalls until the request's context
 	// ends or the server closes.
 	MaxStall time.Duration
+	// Resource is what KindResource serves.
+	Resource *Resource
+	// BodyFault is what KindResource does to the body bytes it sends.
+	BodyFault BodyFault
 }
 
 // OK returns the healthy fault: 200 with the server's default body.

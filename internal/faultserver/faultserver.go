@@ -96,10 +96,11 @@ type Server struct {
 	maxBody     int64
 	logLimit    int
 
-	behavior atomic.Pointer[installed]
-	requests atomic.Int64
-	conns    atomic.Int64
-	served   [numKinds]atomic.Int64
+	behavior  atomic.Pointer[installed]
+	requests  atomic.Int64
+	conns     atomic.Int64
+	bodyBytes atomic.Int64 // body bytes KindResource wrote
+	served    [numKinds]atomic.Int64
 
 	logMu    sync.Mutex
 	log      []Entry
@@ -371,6 +372,8 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, f Fault) {
 			panic(http.ErrAbortHandler) // never let net/http invent a 200
 		}
 		s.respond(w, f)
+	case KindResource:
+		s.serveResource(w, r, f)
 	case KindStallMidBody, KindTruncatedBody:
 		body, p := partial(f)
 		s.header(w.Header(), f, len(body))
