@@ -362,11 +362,11 @@ type call struct {
 
 	trace   func(AttemptResult) // ends the current attempt's trace, if a Tracer started one
 	clk     clock.Clock         // set once a wait or a timer needs it
-	start   time.Time          // when the call began, for MaxElapsed
-	prev    time.Duration      // the last wait
-	attempt int                // attempts made, resumes included
-	cancel  context.CancelFunc // ends the current attempt's context, if it has one
-	timer   clock.Timer        // the current attempt's header timeout, until headers came
+	start   time.Time           // when the call began, for MaxElapsed
+	prev    time.Duration       // the last wait
+	attempt int                 // attempts made, resumes included
+	cancel  context.CancelFunc  // ends the current attempt's context, if it has one
+	timer   clock.Timer         // the current attempt's header timeout, until headers came
 }
 
 func (c *call) run() (*http.Response, error) {
