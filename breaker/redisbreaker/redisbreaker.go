@@ -78,7 +78,9 @@
 // "Open" includes half-open. "Push" writes the local view to Redis, with the
 // time of its evidence, through a script that applies it only if the shared
 // state's last transition is older still (so pushes never undo newer
-// evidence, and two replicas pushing at once settle on the newer). So: a
+// evidence, and two replicas pushing at once settle on the newer); pushing
+// open over an open state whose cooldown is over takes effect only if the
+// pushed cooldown is not over too. So: a
 // replica that closed on a successful probe while Redis was frozen pushes the
 // close when Redis answers, instead of going back to open from Redis's stale
 // snapshot; a replica that opened on fresh failures pushes the open state; a
@@ -746,13 +748,6 @@ func (b *Breaker) markDown(err error) {
 		return
 	}
 	b.down.Store(true)
-	if c, ok := b.client.(interface{ ReloadState(context.Context) }); ok {
-		// A cluster client keeps sending to a master that died until its
-		// next periodic reload of the slot map (60 s by default), even once
-		// a replica has taken over; ask for a reload now. It runs in the
-		// background, one at a time.
-		c.ReloadState(b.ctx)
-	}
 	now := b.clock.Now()
 	b.warnMu.Lock()
 	warn := !b.warned || now.Sub(b.lastWarn) >= b.cfg.WarnInterval

@@ -165,16 +165,18 @@ return reply(0)
 // than the shared state's: its own failures, or the fleet's trip it
 // remembers across a Redis restart. ARGV[7] open-until, ARGV[8] failures,
 // ARGV[9] when the evidence was seen. It creates a missing state open, and
-// opens a closed one, or an open one whose cooldown is over, if its last
-// transition is older than that evidence. An open state still cooling down
-// is left alone: it already refuses calls.
+// opens a closed one if its last transition is older than that evidence. An
+// open state is reopened only if its cooldown is over and the pushed one is
+// not: reopening it with a cooldown over as well would change nothing but
+// the generation, voiding the leases of probes in flight. An open state
+// still cooling down is left alone: it already refuses calls.
 var tripScript = redis.NewScript(prelude + `
-local at = tonumber(ARGV[9])
+local at, untilMs = tonumber(ARGV[9]), tonumber(ARGV[7])
 if redis.call('EXISTS', S) == 0 then
 	create()
-	open(tonumber(ARGV[7]), tonumber(ARGV[8]), at)
-elseif num('at') < at and (redis.call('HGET', S, 'state') ~= 'open' or num('until') <= now) then
-	open(tonumber(ARGV[7]), math.max(num('failures'), tonumber(ARGV[8])), at)
+	open(untilMs, tonumber(ARGV[8]), at)
+elseif num('at') < at and (redis.call('HGET', S, 'state') ~= 'open' or num('until') <= now and now < untilMs) then
+	open(untilMs, math.max(num('failures'), tonumber(ARGV[8])), at)
 end
 return reply(0)
 `)

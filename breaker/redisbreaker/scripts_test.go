@@ -82,3 +82,51 @@ func TestScriptsTolerateRetries(t *testing.T) {
 		t.Fatalf("another call's acquire: code %d, want granted", s.code)
 	}
 }
+
+// Pushing an open state whose cooldown is over onto a fleet whose cooldown is
+// over too changes nothing: a new generation would void the lease of the
+// probe in flight and let a second probe into the same half-open window. A
+// push whose cooldown is still running reopens the fleet (fresh failures).
+func TestTripScriptKeepsHalfOpenRound(t *testing.T) {
+	leaktest.Check(t)
+	s := redistest.Start(t)
+	client := redis.NewClient(&redis.Options{Addr: s.Addr, ContextTimeoutEnabled: true})
+	defer client.Close()
+	clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	b, err := New(client, Config{
+		Config:          breaker.Config{Name: "api", Clock: clk, Cooldown: time.Minute},
+		RefreshInterval: time.Hour,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ctx := context.Background()
+	t0 := b.nowMs()
+	if _, err := b.run(ctx, tripScript, t0+60_000, 5, t0); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(time.Minute) // the fleet is half-open
+	lease, err := b.runKeys(ctx, acquireScript, b.leaseKeys("r:1"), "r:1", 60_000, 0, 0, 0)
+	if err != nil || lease.code != codeGranted {
+		t.Fatalf("acquire: %+v, %v", lease, err)
+	}
+
+	// Newer evidence, but an open-until already past: nothing changes.
+	now := b.nowMs()
+	st, err := b.run(ctx, tripScript, now-1, 5, t0+1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.gen != lease.gen {
+		t.Fatalf("generation %d -> %d: the push voided the probe's lease", lease.gen, st.gen)
+	}
+	// Newer evidence with a cooldown running: the fleet reopens.
+	st, err = b.run(ctx, tripScript, now+60_000, 5, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.gen == lease.gen || st.until != now+60_000 || st.at != now {
+		t.Fatalf("after a push of fresh failures: %+v; want reopened until %d", st, now+60_000)
+	}
+}

@@ -199,6 +199,13 @@ func (b *Breaker) refresh() {
 	cancel()
 	if err != nil {
 		b.markDown(err)
+		if c, ok := b.client.(interface{ ReloadState(context.Context) }); ok {
+			// A cluster client keeps sending to a master that died until
+			// its next periodic reload of the slot map (60 s by default),
+			// even once a replica has taken over: ask for a reload, at most
+			// once a refresh. The client runs it in the background.
+			c.ReloadState(b.ctx)
+		}
 		return
 	}
 	b.busyUntil.Store(0)
