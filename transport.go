@@ -183,12 +183,20 @@ type Transport struct {
 	// for tracing, one span per attempt. nil costs nothing.
 	Tracer Tracer
 
-	once     sync.Once
-	initErr  error
-	retryOn  [10]uint64 // bitset of the status codes to retry, 0-639
-	breakers *breaker.Set
-	budgets  hostTable[*Budget]
-	watch    watchdog
+	// Hedge, when set, sends a second attempt of a request that may be sent
+	// twice when its response headers are late (see HedgeConfig); nil, the
+	// default, never hedges. &HedgeConfig{} hedges once after an adaptive
+	// delay, within 10% of calls per host.
+	Hedge *HedgeConfig
+
+	once      sync.Once
+	initErr   error
+	retryOn   [10]uint64 // bitset of the status codes to retry, 0-639
+	breakers  *breaker.Set
+	hosts     hostTable[*hostState] // when there is no per-host breaker to keep the state beside
+	budgetCfg BudgetConfig
+	hedge     *HedgeConfig // normalized
+	watch     watchdog
 }
 
 // NewClient returns an *http.Client whose transport is a zero Transport:
@@ -216,6 +224,11 @@ func (t *Transport) Validate() error {
 	}
 	if t.MaxCheckBody < 0 {
 		return fmt.Errorf("httpretry: Transport.MaxCheckBody must not be negative (got %d)", t.MaxCheckBody)
+	}
+	if t.Hedge != nil {
+		if err := t.Hedge.Validate(); err != nil {
+			return nested("Transport.Hedge.", err, "HedgeConfig.")
+		}
 	}
 	return nil
 }
@@ -246,6 +259,16 @@ func (t *Transport) init() error {
 		if maxHosts == 0 {
 			maxHosts = DefaultMaxHosts
 		}
+		if t.Hedge != nil {
+			h := t.Hedge.normalized()
+			t.hedge = &h
+		}
+		if !t.NoBudget {
+			t.budgetCfg = t.Budget
+			if t.budgetCfg.Clock == nil {
+				t.budgetCfg.Clock = t.Policy.Clock
+			}
+		}
 		if !t.NoBreaker && t.Breaker == nil {
 			cfg := t.BreakerConfig
 			if cfg.Clock == nil {
@@ -254,21 +277,17 @@ func (t *Transport) init() error {
 			if cfg.Logger == nil {
 				cfg.Logger = t.Policy.Logger
 			}
-			t.breakers, t.initErr = breaker.NewSet(breaker.SetConfig{Config: cfg, MaxBreakers: maxHosts})
+			sc := breaker.SetConfig{Config: cfg, MaxBreakers: maxHosts}
+			if t.needsHostState() {
+				sc.NewValue = func(string) any { return t.newHostState() }
+			}
+			t.breakers, t.initErr = breaker.NewSet(sc)
 			if t.initErr != nil {
 				t.initErr = fmt.Errorf("httpretry: Transport.BreakerConfig: %w", t.initErr)
 				return
 			}
-		}
-		if !t.NoBudget {
-			cfg := t.Budget
-			if cfg.Clock == nil {
-				cfg.Clock = t.Policy.Clock
-			}
-			t.budgets.init(maxHosts, func() *Budget {
-				b, _ := NewBudget(cfg) // validated above
-				return b
-			})
+		} else if t.needsHostState() {
+			t.hosts.init(maxHosts, t.newHostState)
 		}
 		stall := t.StallTimeout
 		if stall == 0 {
@@ -317,16 +336,6 @@ func (t *Transport) base() http.RoundTripper {
 	return http.DefaultTransport
 }
 
-func (t *Transport) breakerFor(host string) breaker.CircuitBreaker {
-	switch {
-	case t.NoBreaker:
-		return nil
-	case t.Breaker != nil:
-		return t.Breaker
-	}
-	return t.breakers.Get(host)
-}
-
 func (t *Transport) retryStatus(code int) bool {
 	return code >= 0 && code < 64*len(t.retryOn) && t.retryOn[code/64]&(1<<(code%64)) != 0
 }
@@ -372,7 +381,8 @@ type call struct {
 func (c *call) run() (*http.Response, error) {
 	t, req := c.t, c.req
 	ctx := req.Context()
-	if c.cb = t.breakerFor(c.host); c.cb != nil {
+	var hs *hostState
+	if c.cb, hs = t.lookup(c.host); c.cb != nil {
 		p, err := c.cb.Acquire()
 		if err != nil {
 			closeBody(req)
@@ -381,8 +391,8 @@ func (c *call) run() (*http.Response, error) {
 		}
 		c.permit = p
 	}
-	if !t.NoBudget {
-		c.budget = t.budgets.get(c.host)
+	if hs != nil && hs.budget != nil {
+		c.budget = hs.budget
 		c.budget.Deposit()
 	}
 	if err := c.prepareBody(); err != nil {
@@ -393,12 +403,22 @@ func (c *call) run() (*http.Response, error) {
 	if p.MaxElapsed > 0 {
 		c.start = c.clock().Now()
 	}
-	for {
-		c.attempt++
+	for round := 1; ; round++ {
+		var resp *http.Response
+		var err error
+		hedged := c.hedgeable(hs)
+		if hedged {
+			resp, err = c.hedged(ctx, hs.hedge) // it reports each attempt itself
+		} else {
+			c.attempt++
+			resp, err = t.send(c.startAttempt(c.attemptRequest(ctx, c.attempt), AttemptInfo{Attempt: c.attempt}), c.timer)
+			c.timer = nil
+		}
 		attempt := c.attempt
-		resp, err := c.send(c.startAttempt(c.attemptRequest(ctx, attempt), AttemptInfo{Attempt: attempt}))
 		outcome := outcomeOf(ctx, resp, err)
-		c.observe(Event{Kind: EventAttempt, Attempt: attempt, StatusCode: statusOf(resp), Err: err, Outcome: outcome})
+		if !hedged {
+			c.observe(Event{Kind: EventAttempt, Attempt: attempt, StatusCode: statusOf(resp), Err: err, Outcome: outcome})
+		}
 		if !c.retryable(ctx, resp, err) {
 			return c.finish(resp, err, outcome)
 		}
@@ -406,7 +426,7 @@ func (c *call) run() (*http.Response, error) {
 		if resp != nil {
 			failure = &StatusError{Response: resp}
 		}
-		wait, stop := c.decide(ctx, attempt, attempt, failure, outcome)
+		wait, stop := c.decide(ctx, round, attempt, failure, outcome)
 		if stop != nil {
 			return c.end(resp, true, err, outcome, stop)
 		}
@@ -444,24 +464,23 @@ func (c *call) clock() clock.Clock {
 	return c.clk
 }
 
-// send makes one attempt: the request under its header timeout, then, for
-// a checked Transport, the body and its check.
-func (c *call) send(r *http.Request) (*http.Response, error) {
-	resp, err := c.t.base().RoundTrip(r)
-	if c.timer != nil {
-		if !c.timer.Stop() {
-			// The header timeout fired, and cancelled the attempt: whatever
-			// came back is cut or about to be.
-			if resp != nil {
-				resp.Body.Close()
-				resp = nil
-			}
-			err = &TimeoutError{Limit: c.t.Policy.AttemptTimeout}
+// send makes one attempt: the request under its header timeout (timer,
+// which cancels the attempt's context when it fires), then, for a checked
+// Transport, the body and its check. It touches nothing of the call, so a
+// hedged round runs it on goroutines of its own.
+func (t *Transport) send(r *http.Request, timer clock.Timer) (*http.Response, error) {
+	resp, err := t.base().RoundTrip(r)
+	if timer != nil && !timer.Stop() {
+		// The header timeout fired, and cancelled the attempt: whatever
+		// came back is cut or about to be.
+		if resp != nil {
+			resp.Body.Close()
+			resp = nil
 		}
-		c.timer = nil
+		err = &TimeoutError{Limit: t.Policy.AttemptTimeout}
 	}
-	if err == nil && c.t.Check != nil && resp.StatusCode != http.StatusSwitchingProtocols && !c.t.retryStatus(resp.StatusCode) {
-		return c.t.check(resp)
+	if err == nil && t.Check != nil && resp.StatusCode != http.StatusSwitchingProtocols && !t.retryStatus(resp.StatusCode) {
+		return t.check(resp)
 	}
 	return resp, err
 }

@@ -17,6 +17,8 @@
 //	resumes_total{host}                         counter    range requests decided to continue a cut response body
 //	body_failures_total{host}                   counter    response bodies that failed after their headers (cut, reset,
 //	                                                       stalled), resumed or not
+//	hedges_total{host}                          counter    hedged attempts sent (a late attempt backed up by another)
+//	hedge_wins_total{host}                      counter    rounds a hedge won
 //	retry_wait_seconds{host}                    histogram  the wait before each retry, Retry-After floors included
 //	give_ups_total{host,reason}                 counter    retryable failures not retried, by reason (see Reason)
 //	budget_refusals_total{host}                 counter    retries the retry budget refused (also in give_ups_total
@@ -70,6 +72,8 @@ type Collector struct {
 	retries     *prometheus.CounterVec
 	resumes     *prometheus.CounterVec
 	bodyFails   *prometheus.CounterVec
+	hedges      *prometheus.CounterVec
+	hedgeWins   *prometheus.CounterVec
 	waits       *prometheus.HistogramVec
 	giveUps     *prometheus.CounterVec
 	budget      *prometheus.CounterVec
@@ -117,6 +121,14 @@ func New(reg prometheus.Registerer) (*Collector, error) {
 		bodyFails: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "httpretry_body_failures_total",
 			Help: "Response bodies that failed after their headers: reset, cut short or stalled.",
+		}, []string{"host"}),
+		hedges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "httpretry_hedges_total",
+			Help: "Hedged attempts sent: a second attempt of a request whose headers were late.",
+		}, []string{"host"}),
+		hedgeWins: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "httpretry_hedge_wins_total",
+			Help: "Rounds whose winning response came from a hedge.",
 		}, []string{"host"}),
 		waits: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "httpretry_retry_wait_seconds",
@@ -170,6 +182,10 @@ func (c *Collector) Observe(e httpretry.Event) {
 		}
 	case httpretry.EventBodyFailed:
 		c.bodyFails.WithLabelValues(c.label(e.Host)).Inc()
+	case httpretry.EventHedge:
+		c.hedges.WithLabelValues(c.label(e.Host)).Inc()
+	case httpretry.EventHedgeWon:
+		c.hedgeWins.WithLabelValues(c.label(e.Host)).Inc()
 	case httpretry.EventGiveUp:
 		host := c.label(e.Host)
 		c.giveUps.WithLabelValues(host, Reason(e.Reason)).Inc()
@@ -252,6 +268,8 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	c.retries.Describe(ch)
 	c.resumes.Describe(ch)
 	c.bodyFails.Describe(ch)
+	c.hedges.Describe(ch)
+	c.hedgeWins.Describe(ch)
 	c.waits.Describe(ch)
 	c.giveUps.Describe(ch)
 	c.budget.Describe(ch)
@@ -268,6 +286,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	c.retries.Collect(ch)
 	c.resumes.Collect(ch)
 	c.bodyFails.Collect(ch)
+	c.hedges.Collect(ch)
+	c.hedgeWins.Collect(ch)
 	c.waits.Collect(ch)
 	c.giveUps.Collect(ch)
 	c.budget.Collect(ch)

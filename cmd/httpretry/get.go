@@ -96,6 +96,10 @@ flags:
                            it (default 60s; 0: never)
       --max-resumes N      range requests that may continue a cut body
                            (default 20; 0: none)
+      --hedge DELAY|auto   when the response headers are late by DELAY
+                           (auto: the host's p95, learnt as it goes), send
+                           a second attempt and take the first answer
+                           (GET and other idempotent requests only)
       --cacert FILE        trust the PEM CA certificates in FILE for https
   -k, --insecure           do not verify the server's certificate (warned)
       --retry-non-idempotent
@@ -149,6 +153,7 @@ type getOptions struct {
 	maxResumes         int
 	cacert             string
 	insecure           bool
+	hedge              *httpretry.HedgeConfig
 	include            bool
 	location           bool
 	attempts           int
@@ -236,6 +241,8 @@ func parseGetArgs(args []string) (*getOptions, error) {
 	fs.DurationVar(&o.stallTimeout, "stall-timeout", httpretry.DefaultStallTimeout, "")
 	fs.IntVar(&o.maxResumes, "max-resumes", httpretry.DefaultMaxResumes, "")
 	fs.StringVar(&o.cacert, "cacert", "", "")
+	var hedge string
+	fs.StringVar(&hedge, "hedge", "", "")
 	for _, name := range []string{"k", "insecure"} {
 		fs.BoolVar(&o.insecure, name, false, "")
 	}
@@ -290,6 +297,17 @@ func parseGetArgs(args []string) (*getOptions, error) {
 		o.headers = append(o.headers, getHeader{name: name, value: value})
 	}
 	o.data = data
+	switch hedge {
+	case "":
+	case "auto":
+		o.hedge = &httpretry.HedgeConfig{}
+	default:
+		d, err := time.ParseDuration(hedge)
+		if err != nil || d <= 0 {
+			return nil, getUsagef("--hedge takes a positive duration or auto (got %q)", hedge)
+		}
+		o.hedge = &httpretry.HedgeConfig{Delay: d}
+	}
 	switch offset {
 	case "":
 	case "-":
@@ -604,6 +622,7 @@ func (g *getRun) newTransport() (*httpretry.Transport, error) {
 		Policy:             p,
 		StallTimeout:       o.stallTimeout,
 		MaxResumes:         o.maxResumes,
+		Hedge:              o.hedge,
 		RetryNonIdempotent: o.retryNonIdempotent,
 		Observer:           g.observe,
 	}
