@@ -77,7 +77,7 @@ func TestClosePromptInEveryRedisState(t *testing.T) {
 			r.Close()
 			d := time.Since(start)
 			wg.Wait()
-			t.Logf("Close took %v", d)
+			t.Logf("Redis %s: Close took %v", tc.name, d)
 			if d > latencyBound {
 				t.Errorf("Close took %v, want <= OpTimeout + 50 ms = %v", d, latencyBound)
 			}

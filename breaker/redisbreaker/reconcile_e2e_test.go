@@ -372,5 +372,5 @@ func TestRedisComingBackDoesNotRetripRecoveredFleet(t *testing.T) {
 		t.Errorf("%d of %d calls refused because Redis came back, want 0", after.refused, after.calls)
 	}
 	got := readShared(t, admin, "api")
-	t.Logf("shared state after the reconnect: %v", got)
+	t.Logf("shared state after the reconnect: %s, at %s", got.state, time.UnixMilli(got.at).UTC().Format(time.StampMilli))
 }
