@@ -834,7 +834,7 @@ func (t *Transport) detach(resp *http.Response) bool {
 	if !hasBody(resp) {
 		return true
 	}
-	buf, err := t.readAll(resp.Body, drainLimit)
+	buf, err := t.readAll(resp.Body, drainLimit, resp.ContentLength)
 	resp.Body.Close()
 	if err != nil || len(buf) > drainLimit {
 		resp.Body = io.NopCloser(errReader{errDiscarded})

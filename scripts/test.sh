@@ -26,6 +26,9 @@ go test -race -count=1 -timeout 5m -v -run "$fleet" ./breaker/redisbreaker/ | gr
 echo "== allocation checks (the race detector allocates, so they run without it)"
 go test -count=1 -run 'Alloc' ./...
 
+echo "== peak RSS of hordeproxy with oversized bodies (without the race detector, which multiplies memory)"
+go test -count=1 -run 'PeakRSS' ./cmd/hordeproxy/
+
 echo "== fuzz ParseRetryAfter (10s)"
 go test -run '^$' -fuzz '^FuzzParseRetryAfter$' -fuzztime 10s .
 
