@@ -378,3 +378,31 @@ func TestHedgeOverLoopback(t *testing.T) {
 		t.Fatalf("the next call opened a connection: %d, then %d", conns, srv.Conns())
 	}
 }
+
+// No hedge while the host's breaker is not closed, and a refused hedge
+// spends nothing from the budget.
+func TestNoHedgeUnlessTheBreakerIsClosed(t *testing.T) {
+	clk := clock.NewFake(epoch)
+	b := breaker.MustNew(breaker.Config{Name: "h", Clock: clk, Logger: quiet})
+	tr := &Transport{Breaker: b, Hedge: &HedgeConfig{}}
+	if err := tr.init(); err != nil {
+		t.Fatal(err)
+	}
+	h := newHedger(tr.hedge)
+	c := &call{t: tr, cb: b}
+	b.Trip(clk.Now().Add(time.Minute))
+	if c.mayHedge(h) {
+		t.Fatal("a hedge while the breaker is open")
+	}
+	clk.Advance(time.Minute) // half-open
+	if c.mayHedge(h) {
+		t.Fatal("a hedge while the breaker is half-open")
+	}
+	if h.tokens.Load() != hedgeBurst*1000 {
+		t.Fatalf("refused hedges spent %d thousandths", hedgeBurst*1000-h.tokens.Load())
+	}
+	b.Reset()
+	if !c.mayHedge(h) || h.tokens.Load() != (hedgeBurst-1)*1000 {
+		t.Fatal("no hedge with the breaker closed and the budget full")
+	}
+}

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/hordekit/httpretry"
 )
 
 // Store keeps the last good copy of each API response: its raw JSON and the
@@ -227,7 +229,7 @@ func (c *Client) refresh(ctx context.Context, ep endpoint, key string) (copyOf, 
 	raw, err := c.fetch(ctx, ep)
 	if err != nil {
 		c.logger().LogAttrs(ctx, slog.LevelWarn, "AI Horde fetch failed",
-			slog.String("key", key), slog.String("error", err.Error()))
+			slog.String("key", key), slog.String("error", httpretry.RedactError(err)))
 		return copyOf{}, err
 	}
 	cp := copyOf{raw: raw, at: c.clk.Now()}

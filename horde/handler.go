@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hordekit/httpretry"
 	"github.com/hordekit/httpretry/breaker"
 )
 
@@ -248,7 +249,7 @@ func fail(w http.ResponseWriter, err error) {
 			w.Header().Set("Retry-After", strconv.FormatInt(int64(math.Ceil(oe.RetryIn.Seconds())), 10))
 		}
 	}
-	writeError(w, code, err.Error())
+	writeError(w, code, httpretry.RedactError(err))
 }
 
 // maxErrorMessage bounds an error body's message. The messages quote input
