@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/hordekit/httpretry/clock"
+	"github.com/hordekit/httpretry/internal/leaktest"
 	"github.com/hordekit/httpretry/internal/otlptest"
 )
 
@@ -31,6 +32,7 @@ func clearEnv(t *testing.T) {
 }
 
 func TestWhatTheEnvironmentAsksFor(t *testing.T) {
+	leaktest.Check(t)
 	recv := otlptest.Start(t)
 	for _, c := range []struct {
 		name            string
@@ -83,6 +85,7 @@ func TestWhatTheEnvironmentAsksFor(t *testing.T) {
 // TRACEPARENT makes the command's span a child of the parent process's;
 // OTEL_PROPAGATORS=none ignores it, and an unknown propagator is a warning.
 func TestContextFromEnv(t *testing.T) {
+	leaktest.Check(t)
 	recv := otlptest.Start(t)
 	const parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 	for _, c := range []struct {
@@ -118,6 +121,7 @@ func TestContextFromEnv(t *testing.T) {
 // What Start set up exports to the endpoint: a span and a counter arrive,
 // under the service's name unless OTEL_SERVICE_NAME says otherwise.
 func TestExports(t *testing.T) {
+	leaktest.Check(t)
 	clearEnv(t)
 	recv := otlptest.Start(t)
 	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", recv.URL)
