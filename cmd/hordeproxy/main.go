@@ -22,6 +22,12 @@
 // Every flag can also be set by an environment variable (the flag wins);
 // --help lists them. With --redis (or REDIS_URL) the cache lives in Redis,
 // shared by replicas and kept across restarts; without it, in memory.
+//
+// With OTEL_EXPORTER_OTLP_ENDPOINT set (or OTEL_TRACES_EXPORTER or
+// OTEL_METRICS_EXPORTER=otlp), each request to a data endpoint is exported
+// as an OpenTelemetry server span holding the AI Horde API's attempts and
+// the retry events, with httpretry's metrics, over OTLP/HTTP. Without them
+// nothing is exported.
 package main
 
 import (
@@ -130,6 +136,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		return code
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
+	tel := startTelemetry(ctx, logger) // nil unless OTEL_* asks for export
+	defer tel.shutdown()
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -142,7 +150,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	// the metrics (transitions) and the log; the collector reads its state
 	// at each scrape.
 	bcfg := horde.APIBreakerConfig()
-	bcfg.OnStateChange, bcfg.Logger = m.OnStateChange, logger
+	bcfg.OnStateChange, bcfg.Logger = tel.onStateChange(m.OnStateChange), logger
 	cb, err := breaker.New(bcfg)
 	if err != nil {
 		fmt.Fprintln(stderr, "hordeproxy:", err)
@@ -153,7 +161,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	client := &horde.Client{
 		BaseURL:              cfg.hordeURL,
 		Logger:               logger,
-		Observer:             m.Observe,
+		Observer:             tel.observer(m.Observe),
 		Breaker:              cb,
 		FreshFor:             cfg.freshFor,
 		StaleWhileRevalidate: cfg.staleWhileRevalidate,
@@ -161,11 +169,13 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		AttemptTimeout:       cfg.attemptTimeout,
 		MaxBodySize:          cfg.maxBody,
 		BodyMemory:           mem,
+		Transport:            tel.base(),
 	}
 	if cfg.staleWhileRevalidate == 0 {
 		client.StaleWhileRevalidate = -1 // the flag's 0 is the Client's "off"
 	}
 	m.WatchBreaker(cb)
+	tel.watch(cb)
 	var rdb *redis.Client
 	if cfg.redis != nil {
 		// rediscache.New makes no Redis call: the proxy starts, and serves
@@ -197,7 +207,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		return exitFailure
 	}
 	srv := &http.Server{
-		Handler:           mux,
+		Handler:           tel.handler(mux),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}

@@ -117,6 +117,11 @@ Durations are Go durations: 250ms, 2s, 1m30s. Secrets are redacted from the
 log and from error messages: userinfo, key/token/secret query values, and the
 Authorization, Proxy-Authorization, Cookie and other credential headers.
 
+With OTEL_EXPORTER_OTLP_ENDPOINT set (or OTEL_TRACES_EXPORTER or
+OTEL_METRICS_EXPORTER=otlp), the call and each of its attempts are exported
+as OpenTelemetry spans, with the retry metrics, over OTLP/HTTP; TRACEPARENT
+makes the call part of a parent's trace. Without them nothing is exported.
+
 exit codes:
   0    success: final status below 400
   1    local error: cannot read the -d file or write the output
@@ -480,7 +485,9 @@ func getMain(ctx context.Context, args []string, env getEnv) int {
 	// line of defence behind structural redaction, for error texts we do not
 	// control.
 	stderr := newGetScrubber(env.stderr, getSecrets(opts.url, opts.headers))
-	g := &getRun{opts: opts, env: env, stderr: stderr}
+	tel := startGetTelemetry(ctx, stderr) // nil unless OTEL_* asks for export
+	defer tel.shutdown()
+	g := &getRun{opts: opts, env: env, stderr: stderr, tel: tel}
 	return g.run(ctx)
 }
 
@@ -491,6 +498,7 @@ type getRun struct {
 	env    getEnv
 	stderr io.Writer
 	logger *slog.Logger
+	tel    *getTelemetry // nil when telemetry is off
 
 	ctx      context.Context                      // the call's, --timeout included
 	attempts atomic.Int64                         // every attempt, redirect hops included
@@ -511,6 +519,7 @@ func (g *getRun) run(ctx context.Context) int {
 		ctx, cancel = context.WithTimeout(ctx, opts.timeout)
 		defer cancel()
 	}
+	ctx = g.tel.startCall(ctx, opts.requestMethod(), opts.url, g.logger)
 	g.ctx = ctx
 	req, err := g.newRequest(ctx, body)
 	if err != nil {
@@ -520,6 +529,7 @@ func (g *getRun) run(ctx context.Context) int {
 	if err != nil {
 		return g.fail(0, 0, 0, err)
 	}
+	g.tel.instrument(tr)
 	if err := tr.Validate(); err != nil {
 		// parseGetArgs checks the same limits, so this is a backstop.
 		return g.fail(0, 0, 0, &getUsageError{msg: strings.TrimPrefix(err.Error(), "httpretry: ")})
@@ -836,6 +846,7 @@ func (t *getTagWriter) Write(p []byte) (int, error) {
 // summary writes the -v line that ends every run: what was asked, what came
 // back, how many attempts and how long, and why retries stopped if they did.
 func (g *getRun) summary(status int, elapsed time.Duration, n int64, code int, err error) {
+	g.tel.endCall(status, n, code, err)
 	if !g.opts.verbose {
 		return
 	}
