@@ -196,6 +196,11 @@ type Client struct {
 	// such as metrics.Collector.Observe. It must be fast.
 	Observer func(httpretry.Event)
 
+	// Tracer, when set, follows every attempt of the transport
+	// (httpretry.Transport.Tracer): the hook for one trace span per
+	// attempt, such as otelretry's.
+	Tracer httpretry.Tracer
+
 	once    sync.Once
 	initErr error
 	base    *url.URL
@@ -254,6 +259,7 @@ func (c *Client) init() error {
 			StallTimeout: c.attemptTimeout(),
 			Breaker:      c.cb,
 			Observer:     c.Observer,
+			Tracer:       c.Tracer,
 			Policy: httpretry.Policy{
 				MaxAttempts:    c.maxAttempts(),
 				MinWait:        minWait,

@@ -35,7 +35,6 @@ package metrics
 
 import (
 	"errors"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -326,27 +325,5 @@ func StateValue(s breaker.State) float64 {
 	return StateOpen
 }
 
-// reasons are the give_ups_total reason labels: snake_case words, easier to
-// match in PromQL than StopReason's prose.
-var reasons = [...]string{
-	httpretry.StopExhausted:         "exhausted",
-	httpretry.StopRetryAfter:        "retry_after_too_long",
-	httpretry.StopDeadline:          "deadline",
-	httpretry.StopMaxElapsed:        "max_elapsed",
-	httpretry.StopCanceled:          "canceled",
-	httpretry.StopBudget:            "budget",
-	httpretry.StopBreakerOpen:       "breaker_open",
-	httpretry.StopBodyNotReplayable: "body_not_replayable",
-	httpretry.StopNotIdempotent:     "not_idempotent",
-	httpretry.StopNotResumable:      "not_resumable",
-	httpretry.StopMaxResumes:        "max_resumes",
-}
-
-// Reason is the give_ups_total reason label of r. A reason added to
-// httpretry after this table falls back to its String in snake_case.
-func Reason(r httpretry.StopReason) string {
-	if int(r) < len(reasons) && reasons[r] != "" {
-		return reasons[r]
-	}
-	return strings.ReplaceAll(r.String(), " ", "_")
-}
+// Reason is the give_ups_total reason label of r: r.Label().
+func Reason(r httpretry.StopReason) string { return r.Label() }

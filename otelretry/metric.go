@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -87,8 +86,12 @@ type hostSets struct {
 	record   []metric.RecordOption
 	attempts [3][]metric.AddOption // by breaker.Outcome
 	refused  [2][]metric.AddOption // open, half-open
-	giveUps  [len(stopReasons)][]metric.AddOption
+	giveUps  [numStopReasons][]metric.AddOption
 }
+
+// numStopReasons is how many reasons get precomputed attribute sets; a
+// reason added later takes the slower path.
+const numStopReasons = int(httpretry.StopMaxResumes) + 1
 
 func newHostSets(hostport, scheme string) *hostSets {
 	h := &hostSets{}
@@ -114,7 +117,7 @@ func newHostSets(hostport, scheme string) *hostSets {
 	h.refused[0] = []metric.AddOption{with(BreakerStateKey.String(breaker.Open.String()))}
 	h.refused[1] = []metric.AddOption{with(BreakerStateKey.String(breaker.HalfOpen.String()))}
 	for r := range h.giveUps {
-		h.giveUps[r] = []metric.AddOption{with(StopReasonKey.String(stopReasons[r]))}
+		h.giveUps[r] = []metric.AddOption{with(StopReasonKey.String(httpretry.StopReason(r).Label()))}
 	}
 	return h
 }
@@ -239,31 +242,9 @@ func StateValue(s breaker.State) int64 {
 	return StateOpen
 }
 
-// stopReasons are the httpretry.stop_reason values, those of the
-// Prometheus collector's reason label: snake_case words, easier to match in
-// queries than StopReason's prose.
-var stopReasons = [...]string{
-	httpretry.StopExhausted:         "exhausted",
-	httpretry.StopRetryAfter:        "retry_after_too_long",
-	httpretry.StopDeadline:          "deadline",
-	httpretry.StopMaxElapsed:        "max_elapsed",
-	httpretry.StopCanceled:          "canceled",
-	httpretry.StopBudget:            "budget",
-	httpretry.StopBreakerOpen:       "breaker_open",
-	httpretry.StopBodyNotReplayable: "body_not_replayable",
-	httpretry.StopNotIdempotent:     "not_idempotent",
-	httpretry.StopNotResumable:      "not_resumable",
-	httpretry.StopMaxResumes:        "max_resumes",
-}
-
-// StopReason is the httpretry.stop_reason value of r. A reason added to
-// httpretry after this table falls back to its String in snake_case.
-func StopReason(r httpretry.StopReason) string {
-	if int(r) < len(stopReasons) && stopReasons[r] != "" {
-		return stopReasons[r]
-	}
-	return strings.ReplaceAll(r.String(), " ", "_")
-}
+// StopReason is the httpretry.stop_reason value of r: r.Label(), the
+// Prometheus collector's reason label.
+func StopReason(r httpretry.StopReason) string { return r.Label() }
 
 // labels maps a raw value (a host, a breaker name) to what the metrics
 // record for it, for at most max distinct values; past them, every new

@@ -169,7 +169,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		AttemptTimeout:       cfg.attemptTimeout,
 		MaxBodySize:          cfg.maxBody,
 		BodyMemory:           mem,
-		Transport:            tel.base(),
+		Tracer:               tel.tracer(),
 	}
 	if cfg.staleWhileRevalidate == 0 {
 		client.StaleWhileRevalidate = -1 // the flag's 0 is the Client's "off"

@@ -88,17 +88,14 @@ func (p *proxyTelemetry) watch(cb breaker.CircuitBreaker) {
 	}
 }
 
-// base returns the transport beneath the retries: nil (net/http's
-// default), or, with traces on, one that makes a client span for each
-// attempt. horde.Client has no Tracer hook of its own, so the attempt
-// spans come from otelhttp there rather than from otelretry: they lack
-// http.request.resend_count, which the retry events on the server span
-// make up for.
-func (p *proxyTelemetry) base() http.RoundTripper {
+// tracer returns the hook that makes a client span for each attempt of
+// the AI Horde API calls (resumes and hedges included, with
+// http.request.resend_count), or nil with traces off.
+func (p *proxyTelemetry) tracer() httpretry.Tracer {
 	if p == nil || p.sdk.Traces == nil {
 		return nil
 	}
-	return otelhttp.NewTransport(http.DefaultTransport, p.options()...)
+	return p.tel
 }
 
 // handler returns h with a server span for each request to a traced path.

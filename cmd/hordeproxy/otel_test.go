@@ -62,7 +62,7 @@ func TestExportsTracesAndMetrics(t *testing.T) {
 		switch s.GetName() {
 		case "GET /api/v2/workers":
 			server = s
-		case "HTTP GET":
+		case "GET": // otelretry's attempt spans, through horde.Client.Tracer
 			attempts = append(attempts, s)
 		default:
 			t.Errorf("unexpected span %q", s.GetName())
@@ -78,6 +78,12 @@ func TestExportsTracesAndMetrics(t *testing.T) {
 		if string(a.TraceId) != string(server.TraceId) || string(a.ParentSpanId) != string(server.SpanId) {
 			t.Errorf("attempt %d is not a child of the server span", i+1)
 		}
+	}
+	if _, ok := otlptest.Attr(attempts[0].Attributes, "http.request.resend_count"); ok {
+		t.Error("the first attempt has a resend count")
+	}
+	if got, _ := otlptest.Attr(attempts[1].Attributes, "http.request.resend_count"); got != "1" {
+		t.Errorf("the second attempt's resend count = %q, want 1", got)
 	}
 	retries := 0
 	for _, e := range server.Events {
