@@ -197,7 +197,8 @@ func (b *respBody) resume(cut error) error {
 		c.prev = wait
 		b.resumes++
 		c.attempt++
-		resp, err := c.send(c.startAttempt(b.rangeRequest(ctx), AttemptInfo{Attempt: c.attempt, Resume: true, Offset: b.got}))
+		resp, err := c.t.send(c.startAttempt(b.rangeRequest(ctx), AttemptInfo{Attempt: c.attempt, Resume: true, Offset: b.got}), c.timer)
+		c.timer = nil
 		outcome = outcomeOf(ctx, resp, err)
 		c.observe(Event{Kind: EventAttempt, Attempt: c.attempt, StatusCode: statusOf(resp), Err: err,
 			Outcome: outcome, Resume: true, Offset: b.got})

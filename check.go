@@ -69,7 +69,13 @@ func prefix(b []byte, n int) string {
 // half-read.
 func (t *Transport) check(resp *http.Response) (*http.Response, error) {
 	limit := t.maxCheckBody()
-	buf, err := t.readAll(resp.Body, limit)
+	if resp.ContentLength > limit {
+		// Announced too large: refused unread.
+		resp.Body.Close()
+		resp.Body = http.NoBody
+		return nil, &CheckError{Response: resp, Err: fmt.Errorf("%w (%d bytes; Content-Length %d)", ErrCheckBodyTooLarge, limit, resp.ContentLength)}
+	}
+	buf, err := t.readAll(resp.Body, limit, resp.ContentLength)
 	resp.Body.Close()
 	if err != nil {
 		return nil, fmt.Errorf("httpretry: reading the body to check it: %w", err)

@@ -53,6 +53,31 @@ var stopText = [...]string{
 	StopMaxResumes:        "too many resumes",
 }
 
+// stopLabels are the reasons as labels for metrics and trace attributes:
+// snake_case words, easier to match in queries than the prose of String.
+var stopLabels = [...]string{
+	StopExhausted:         "exhausted",
+	StopRetryAfter:        "retry_after_too_long",
+	StopDeadline:          "deadline",
+	StopMaxElapsed:        "max_elapsed",
+	StopCanceled:          "canceled",
+	StopBudget:            "budget",
+	StopBreakerOpen:       "breaker_open",
+	StopBodyNotReplayable: "body_not_replayable",
+	StopNotIdempotent:     "not_idempotent",
+	StopNotResumable:      "not_resumable",
+	StopMaxResumes:        "max_resumes",
+}
+
+// Label returns the reason as a snake_case word for a metric label or a
+// trace attribute: "exhausted", "retry_after_too_long", "budget"...
+func (r StopReason) Label() string {
+	if int(r) < len(stopLabels) {
+		return stopLabels[r]
+	}
+	return fmt.Sprintf("stop_reason_%d", r)
+}
+
 func (r StopReason) String() string {
 	if int(r) < len(stopText) {
 		return stopText[r]

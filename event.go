@@ -23,9 +23,14 @@ const (
 	// being read (Err: a reset, a cut, a stall; Offset: the bytes read). A
 	// resume (EventRetry with Resume set) or a give-up follows.
 	EventBodyFailed
+	// EventHedge: a hedge was sent, Wait after the attempt it backs up,
+	// whose headers had not come.
+	EventHedge
+	// EventHedgeWon: a hedge's response won its round.
+	EventHedgeWon
 )
 
-var eventNames = [...]string{"attempt", "retry", "give_up", "refused", "body_failed"}
+var eventNames = [...]string{"attempt", "retry", "give_up", "refused", "body_failed", "hedge", "hedge_won"}
 
 func (k EventKind) String() string {
 	if int(k) < len(eventNames) {
@@ -56,6 +61,8 @@ type Event struct {
 	Resume bool
 	// Offset is how many body bytes the caller had read, for Resume events.
 	Offset int64
+	// Hedge marks an attempt that was a hedge, and the hedge events.
+	Hedge bool
 }
 
 // observe tells the Observer of e, with the call's request, method and host.
@@ -88,6 +95,9 @@ type AttemptInfo struct {
 	// headers; Offset is then how many bytes the caller had read.
 	Resume bool
 	Offset int64
+	// Hedge is set for a hedge: an attempt sent while an earlier one of the
+	// same round is still waiting for its headers.
+	Hedge bool
 }
 
 // AttemptResult is how an attempt ended.

@@ -10,24 +10,54 @@ import (
 	"github.com/hordekit/httpretry/clock"
 )
 
-// hostState is what a Transport keeps per host besides its breaker: the
-// retry budget and the rate-limit throttle. One lookup finds both.
+// hostState is what the Transport keeps per host besides its breaker: the
+// retry budget, the rate-limit throttle and the hedging state. With per-host breakers it lives in the
+// breaker.Set, beside the host's breaker, so one lookup finds both and both
+// are evicted together; otherwise in a hostTable of its own.
 type hostState struct {
-	budget   *Budget // nil when the budget is off
-	throttle *throttle
+	budget   *Budget   // nil when NoBudget
+	throttle *throttle // nil when NoThrottle
+	hedge    *hedger   // nil unless Hedge is set
 }
 
-// newHostState returns the state of a host first seen: a budget from cfg
-// unless noBudget, a throttle unless noThrottle.
-func newHostState(cfg BudgetConfig, noBudget, noThrottle bool) *hostState {
+// needsHostState reports whether any per-host state besides the breaker is
+// kept.
+func (t *Transport) needsHostState() bool { return !t.NoBudget || !t.NoThrottle || t.hedge != nil }
+
+func (t *Transport) newHostState() *hostState {
 	hs := &hostState{}
-	if !noBudget {
-		hs.budget, _ = NewBudget(cfg) // validated by Transport.init
+	if !t.NoBudget {
+		hs.budget, _ = NewBudget(t.budgetCfg) // validated in init
 	}
-	if !noThrottle {
+	if !t.NoThrottle {
 		hs.throttle = &throttle{}
 	}
+	if t.hedge != nil {
+		hs.hedge = newHedger(t.hedge)
+	}
 	return hs
+}
+
+// lookup returns the host's breaker (nil when off) and state (nil when none
+// is kept), in one lookup of one table.
+func (t *Transport) lookup(host string) (breaker.CircuitBreaker, *hostState) {
+	switch {
+	case t.breakers != nil:
+		b, v := t.breakers.Lookup(host)
+		hs, _ := v.(*hostState)
+		return b, hs
+	case !t.needsHostState():
+		return t.sharedBreaker(), nil
+	}
+	return t.sharedBreaker(), t.hosts.get(host)
+}
+
+// sharedBreaker is the one breaker for every host, or nil when off.
+func (t *Transport) sharedBreaker() breaker.CircuitBreaker {
+	if t.NoBreaker || t.Breaker == nil {
+		return nil
+	}
+	return t.Breaker
 }
 
 // recentRate returns the first attempts per second over the last two
@@ -129,12 +159,13 @@ func (c *call) stillAdmitted() error {
 
 // wakeOnOpen returns a breaker hook that wakes the callers waiting for a
 // turn to a host whose breaker has just opened, so that they give up at
-// once rather than at their turn, and then calls next.
+// once rather than at their turn, and then calls next. The per-host
+// breakers are named after their host, whose state sits beside them.
 func (t *Transport) wakeOnOpen(next func(name string, from, to breaker.State)) func(name string, from, to breaker.State) {
 	return func(name string, from, to breaker.State) {
 		if to == breaker.Open {
-			if th := t.hosts.get(name).throttle; th != nil {
-				th.wakeAll()
+			if _, hs := t.lookup(name); hs != nil && hs.throttle != nil {
+				hs.throttle.wakeAll()
 			}
 		}
 		if next != nil {

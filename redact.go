@@ -1,7 +1,6 @@
 package httpretry
 
 import (
-	"errors"
 	"net/url"
 	"strconv"
 	"strings"
@@ -87,15 +86,21 @@ func redactQuery(rawQuery string) string {
 	return b.String()
 }
 
-// redactedError returns err's message with any URL that net/http put in it
-// (a *url.Error carries the full request URL) redacted.
+// RedactError returns err's message fit for a log line: every URL that
+// net/http put in it redacted as RedactURL does. A *url.Error quotes its
+// request URL in full, query tokens and userinfo included; http.Client.Do
+// wraps the transport's error in one, and a redirect adds one per hop, so
+// every *url.Error in err's tree is redacted, not just the outermost. The
+// Transport's own errors are redacted already.
+func RedactError(err error) string { return redactedError(err) }
+
 func redactedError(err error) string {
 	if err == nil {
 		return "<nil>"
 	}
 	msg := err.Error()
-	if ue, ok := errors.AsType[*url.Error](err); ok && ue.URL != "" {
-		if safe := RedactURLString(ue.URL); safe != ue.URL {
+	for ue := range urlErrors(err) {
+		if safe := RedactURLString(ue.URL); ue.URL != "" && safe != ue.URL {
 			// url.Error prints the URL with %q, which escapes quotes and
 			// backslashes; replace that form first, then the raw one.
 			msg = strings.ReplaceAll(msg, strconv.Quote(ue.URL), strconv.Quote(safe))
@@ -103,4 +108,31 @@ func redactedError(err error) string {
 		}
 	}
 	return msg
+}
+
+// urlErrors yields every *url.Error in err's tree.
+func urlErrors(err error) func(yield func(*url.Error) bool) {
+	return func(yield func(*url.Error) bool) {
+		var walk func(error) bool
+		walk = func(e error) bool {
+			if e == nil {
+				return true
+			}
+			if ue, ok := e.(*url.Error); ok && !yield(ue) {
+				return false
+			}
+			switch u := e.(type) {
+			case interface{ Unwrap() error }:
+				return walk(u.Unwrap())
+			case interface{ Unwrap() []error }:
+				for _, c := range u.Unwrap() {
+					if !walk(c) {
+						return false
+					}
+				}
+			}
+			return true
+		}
+		walk(err)
+	}
 }

@@ -1,6 +1,8 @@
 package httpretry
 
 import (
+	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -106,4 +108,24 @@ func FuzzParseRetryAfter(f *testing.F) {
 			t.Fatalf("accepted %q in neither form", s)
 		}
 	})
+}
+
+// RedactError finds every *url.Error in the tree: the one http.Client.Do
+// adds around the Transport's error, and those of redirect hops.
+func TestRedactErrorFindsEveryURLError(t *testing.T) {
+	inner := &url.Error{Op: "Get", URL: "https://api.example/v2?apikey=s3cret", Err: errors.New("connection reset")}
+	hop := &url.Error{Op: "Get", URL: "https://user:pw@mirror.example/x?token=t0ken", Err: inner}
+	joined := errors.Join(errors.New("first"), fmt.Errorf("wrapped: %w", hop))
+	msg := RedactError(joined)
+	for _, secret := range []string{"s3cret", "t0ken", "user:pw"} {
+		if strings.Contains(msg, secret) {
+			t.Fatalf("%q leaks %s", msg, secret)
+		}
+	}
+	if !strings.Contains(msg, "apikey=REDACTED") || !strings.Contains(msg, "token=REDACTED") {
+		t.Fatalf("%q lost the URLs' shape", msg)
+	}
+	if RedactError(nil) != "<nil>" {
+		t.Fatal("RedactError(nil)")
+	}
 }

@@ -198,12 +198,20 @@ type Transport struct {
 	// for tracing, one span per attempt. nil costs nothing.
 	Tracer Tracer
 
-	once     sync.Once
-	initErr  error
-	retryOn  [10]uint64 // bitset of the status codes to retry, 0-639
-	breakers *breaker.Set
-	hosts    hostTable[*hostState] // budgets and throttles
-	watch    watchdog
+	// Hedge, when set, sends a second attempt of a request that may be sent
+	// twice when its response headers are late (see HedgeConfig); nil, the
+	// default, never hedges. &HedgeConfig{} hedges once after an adaptive
+	// delay, within 10% of calls per host.
+	Hedge *HedgeConfig
+
+	once      sync.Once
+	initErr   error
+	retryOn   [10]uint64 // bitset of the status codes to retry, 0-639
+	breakers  *breaker.Set
+	hosts     hostTable[*hostState] // when there is no per-host breaker to keep the state beside
+	budgetCfg BudgetConfig
+	hedge     *HedgeConfig // normalized
+	watch     watchdog
 }
 
 // NewClient returns an *http.Client whose transport is a zero Transport:
@@ -231,6 +239,11 @@ func (t *Transport) Validate() error {
 	}
 	if t.MaxCheckBody < 0 {
 		return fmt.Errorf("httpretry: Transport.MaxCheckBody must not be negative (got %d)", t.MaxCheckBody)
+	}
+	if t.Hedge != nil {
+		if err := t.Hedge.Validate(); err != nil {
+			return nested("Transport.Hedge.", err, "HedgeConfig.")
+		}
 	}
 	return nil
 }
@@ -261,6 +274,16 @@ func (t *Transport) init() error {
 		if maxHosts == 0 {
 			maxHosts = DefaultMaxHosts
 		}
+		if t.Hedge != nil {
+			h := t.Hedge.normalized()
+			t.hedge = &h
+		}
+		if !t.NoBudget {
+			t.budgetCfg = t.Budget
+			if t.budgetCfg.Clock == nil {
+				t.budgetCfg.Clock = t.Policy.Clock
+			}
+		}
 		if !t.NoBreaker && t.Breaker == nil {
 			cfg := t.BreakerConfig
 			if cfg.Clock == nil {
@@ -272,18 +295,17 @@ func (t *Transport) init() error {
 			if !t.NoThrottle {
 				cfg.OnStateChange = t.wakeOnOpen(cfg.OnStateChange)
 			}
-			t.breakers, t.initErr = breaker.NewSet(breaker.SetConfig{Config: cfg, MaxBreakers: maxHosts})
+			sc := breaker.SetConfig{Config: cfg, MaxBreakers: maxHosts}
+			if t.needsHostState() {
+				sc.NewValue = func(string) any { return t.newHostState() }
+			}
+			t.breakers, t.initErr = breaker.NewSet(sc)
 			if t.initErr != nil {
 				t.initErr = fmt.Errorf("httpretry: Transport.BreakerConfig: %w", t.initErr)
 				return
 			}
-		}
-		if !t.NoBudget || !t.NoThrottle {
-			cfg := t.Budget
-			if cfg.Clock == nil {
-				cfg.Clock = t.Policy.Clock
-			}
-			t.hosts.init(maxHosts, func() *hostState { return newHostState(cfg, t.NoBudget, t.NoThrottle) })
+		} else if t.needsHostState() {
+			t.hosts.init(maxHosts, t.newHostState)
 		}
 		stall := t.StallTimeout
 		if stall == 0 {
@@ -332,16 +354,6 @@ func (t *Transport) base() http.RoundTripper {
 	return http.DefaultTransport
 }
 
-func (t *Transport) breakerFor(host string) breaker.CircuitBreaker {
-	switch {
-	case t.NoBreaker:
-		return nil
-	case t.Breaker != nil:
-		return t.Breaker
-	}
-	return t.breakers.Get(host)
-}
-
 func (t *Transport) retryStatus(code int) bool {
 	return code >= 0 && code < 64*len(t.retryOn) && t.retryOn[code/64]&(1<<(code%64)) != 0
 }
@@ -369,7 +381,7 @@ type call struct {
 	host   string
 	cb     breaker.CircuitBreaker
 	permit breaker.Permit
-	hs     *hostState // nil when neither budget nor throttle is on
+	hs     *hostState // nil when no per-host state is kept
 	budget *Budget
 	turn   turn // the throttle's pace the current attempt was sent at
 
@@ -389,7 +401,8 @@ type call struct {
 func (c *call) run() (*http.Response, error) {
 	t, req := c.t, c.req
 	ctx := req.Context()
-	if c.cb = t.breakerFor(c.host); c.cb != nil {
+	var hs *hostState
+	if c.cb, hs = t.lookup(c.host); c.cb != nil {
 		p, err := c.cb.Acquire()
 		if err != nil {
 			closeBody(req)
@@ -398,9 +411,9 @@ func (c *call) run() (*http.Response, error) {
 		}
 		c.permit = p
 	}
-	if !t.NoBudget || !t.NoThrottle {
-		c.hs = t.hosts.get(c.host)
-		c.budget = c.hs.budget
+	c.hs = hs
+	if hs != nil {
+		c.budget = hs.budget
 	}
 	if err := c.prepareBody(); err != nil {
 		c.permit.Release()
@@ -416,13 +429,23 @@ func (c *call) run() (*http.Response, error) {
 	if c.budget != nil {
 		c.budget.Deposit()
 	}
-	for {
-		c.attempt++
+	for round := 1; ; round++ {
+		var resp *http.Response
+		var err error
+		hedged := c.hedgeable(hs)
+		if hedged {
+			resp, err = c.hedged(ctx, hs.hedge) // it reports each attempt itself
+		} else {
+			c.attempt++
+			resp, err = t.send(c.startAttempt(c.attemptRequest(ctx, c.attempt), AttemptInfo{Attempt: c.attempt}), c.timer)
+			c.timer = nil
+		}
 		attempt := c.attempt
-		resp, err := c.send(c.startAttempt(c.attemptRequest(ctx, attempt), AttemptInfo{Attempt: attempt}))
 		outcome := outcomeOf(ctx, resp, err)
-		c.observe(Event{Kind: EventAttempt, Attempt: attempt, StatusCode: statusOf(resp), Err: err, Outcome: outcome})
-		c.report(ctx, attempt, resp, err)
+		if !hedged {
+			c.observe(Event{Kind: EventAttempt, Attempt: attempt, StatusCode: statusOf(resp), Err: err, Outcome: outcome})
+		}
+		c.report(ctx, round, resp, err)
 		if !c.retryable(ctx, resp, err) {
 			return c.finish(resp, err, outcome)
 		}
@@ -430,7 +453,7 @@ func (c *call) run() (*http.Response, error) {
 		if resp != nil {
 			failure = &StatusError{Response: resp}
 		}
-		wait, stop := c.decide(ctx, attempt, attempt, failure, outcome)
+		wait, stop := c.decide(ctx, round, attempt, failure, outcome)
 		if stop != nil {
 			return c.end(resp, true, err, c.budgetOutcome(stop, outcome), stop)
 		}
@@ -476,24 +499,23 @@ func (c *call) clock() clock.Clock {
 	return c.clk
 }
 
-// send makes one attempt: the request under its header timeout, then, for
-// a checked Transport, the body and its check.
-func (c *call) send(r *http.Request) (*http.Response, error) {
-	resp, err := c.t.base().RoundTrip(r)
-	if c.timer != nil {
-		if !c.timer.Stop() {
-			// The header timeout fired, and cancelled the attempt: whatever
-			// came back is cut or about to be.
-			if resp != nil {
-				resp.Body.Close()
-				resp = nil
-			}
-			err = &TimeoutError{Limit: c.t.Policy.AttemptTimeout}
+// send makes one attempt: the request under its header timeout (timer,
+// which cancels the attempt's context when it fires), then, for a checked
+// Transport, the body and its check. It touches nothing of the call, so a
+// hedged round runs it on goroutines of its own.
+func (t *Transport) send(r *http.Request, timer clock.Timer) (*http.Response, error) {
+	resp, err := t.base().RoundTrip(r)
+	if timer != nil && !timer.Stop() {
+		// The header timeout fired, and cancelled the attempt: whatever
+		// came back is cut or about to be.
+		if resp != nil {
+			resp.Body.Close()
+			resp = nil
 		}
-		c.timer = nil
+		err = &TimeoutError{Limit: t.Policy.AttemptTimeout}
 	}
-	if err == nil && c.t.Check != nil && resp.StatusCode != http.StatusSwitchingProtocols && !c.t.retryStatus(resp.StatusCode) {
-		return c.t.check(resp)
+	if err == nil && t.Check != nil && resp.StatusCode != http.StatusSwitchingProtocols && !t.retryStatus(resp.StatusCode) {
+		return t.check(resp)
 	}
 	return resp, err
 }
@@ -847,7 +869,7 @@ func (t *Transport) detach(resp *http.Response) bool {
 	if !hasBody(resp) {
 		return true
 	}
-	buf, err := t.readAll(resp.Body, drainLimit)
+	buf, err := t.readAll(resp.Body, drainLimit, resp.ContentLength)
 	resp.Body.Close()
 	if err != nil || len(buf) > drainLimit {
 		resp.Body = io.NopCloser(errReader{errDiscarded})

@@ -148,6 +148,9 @@ func BenchmarkTransportOverhead(b *testing.B) {
 		{"bare", okUpstream{}},
 		{"httpretry", &Transport{Base: okUpstream{}}},
 		{"httpretry-no-budget", &Transport{Base: okUpstream{}, NoBudget: true}},
+		// Hedging on, against an upstream that always answers at once: the
+		// cost of a hedged round that never hedges.
+		{"httpretry-hedge", &Transport{Base: okUpstream{}, Hedge: &HedgeConfig{}}},
 	} {
 		req, _ := http.NewRequest("GET", "http://upstream.test/", nil)
 		b.Run(c.name, func(b *testing.B) {

@@ -152,12 +152,30 @@ func (x *watched) current() io.ReadCloser {
 	return x.rc
 }
 
-// readAll reads rc to its end or to limit+1 bytes, under the watchdog.
-func (t *Transport) readAll(rc io.ReadCloser, limit int64) ([]byte, error) {
+// readAll reads rc to its end or to limit+1 bytes, under the watchdog. With
+// the length known (size >= 0) it reads into one buffer of that size, so a
+// body is held once, not grown and copied.
+func (t *Transport) readAll(rc io.ReadCloser, limit, size int64) ([]byte, error) {
 	w := &watched{rc: rc}
 	if t.watch.on() {
 		t.watch.add(w)
 		defer t.watch.remove(w)
 	}
-	return io.ReadAll(io.LimitReader(w, limit+1))
+	r := io.LimitReader(w, limit+1)
+	if size < 0 || size > limit {
+		return io.ReadAll(r)
+	}
+	buf := make([]byte, size+1) // one more, to see a body longer than announced
+	n := 0
+	for n < len(buf) {
+		m, err := r.Read(buf[n:])
+		n += m
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return buf[:n], err
+		}
+	}
+	return buf[:n], nil
 }

@@ -21,6 +21,11 @@ type SetConfig struct {
 	// IdleTimeout is how long a breaker may go unused before it is the first
 	// to go when the set is full. Default 10 minutes.
 	IdleTimeout time.Duration
+	// NewValue, when set, makes a value kept with each key's breaker and
+	// evicted with it, returned by Lookup: for a caller keeping more per-key
+	// state than the breaker (a transport's retry budget and latency
+	// estimate) in one bounded table, found in one lookup.
+	NewValue func(key string) any
 }
 
 const (
@@ -46,10 +51,11 @@ const (
 // keeps a breaker longer, but never overstated, so a breaker in use is never
 // dropped as idle.
 type Set struct {
-	cfg   Config
-	max   int
-	idle  time.Duration
-	clock clock.Clock
+	cfg      Config
+	max      int
+	idle     time.Duration
+	clock    clock.Clock
+	newValue func(string) any
 
 	// m maps keys to *setEntry. A sync.Map, because Get on a known key is on
 	// every request's path: its Load takes no lock and writes nothing.
@@ -60,6 +66,7 @@ type Set struct {
 
 type setEntry struct {
 	b *Breaker
+	v any // SetConfig.NewValue's
 	// used is set by Get and cleared by the sweep. Get writes it only when it
 	// is clear, so hits on a busy key do not fight over its cache line.
 	used atomic.Bool
@@ -82,30 +89,40 @@ func NewSet(cfg SetConfig) (*Set, error) {
 		return nil, fmt.Errorf("breaker: SetConfig.IdleTimeout must not be negative (got %v)", cfg.IdleTimeout)
 	}
 	return &Set{
-		cfg:   bc,
-		max:   or(cfg.MaxBreakers, defaultMaxBreakers),
-		idle:  or(cfg.IdleTimeout, defaultIdleTimeout),
-		clock: clock.Or(bc.Clock),
+		cfg:      bc,
+		max:      or(cfg.MaxBreakers, defaultMaxBreakers),
+		idle:     or(cfg.IdleTimeout, defaultIdleTimeout),
+		clock:    clock.Or(bc.Clock),
+		newValue: cfg.NewValue,
 	}, nil
 }
 
 // Get returns the breaker for key, making it if the set has none.
-func (s *Set) Get(key string) *Breaker {
+func (s *Set) Get(key string) *Breaker { return s.entry(key).b }
+
+// Lookup returns the breaker for key and the value SetConfig.NewValue made
+// with it (nil without NewValue), making both if the set has none.
+func (s *Set) Lookup(key string) (*Breaker, any) {
+	e := s.entry(key)
+	return e.b, e.v
+}
+
+func (s *Set) entry(key string) *setEntry {
 	if v, ok := s.m.Load(key); ok {
 		e := v.(*setEntry)
 		if !e.used.Load() {
 			e.used.Store(true)
 		}
-		return e.b
+		return e
 	}
 	return s.insert(key)
 }
 
-func (s *Set) insert(key string) *Breaker {
+func (s *Set) insert(key string) *setEntry {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if v, ok := s.m.Load(key); ok {
-		return v.(*setEntry).b
+		return v.(*setEntry)
 	}
 	now := s.clock.Now()
 	if s.n >= s.max {
@@ -114,9 +131,12 @@ func (s *Set) insert(key string) *Breaker {
 	cfg := s.cfg
 	cfg.Name = key
 	e := &setEntry{b: newBreaker(cfg), seen: now}
+	if s.newValue != nil {
+		e.v = s.newValue(key)
+	}
 	s.m.Store(key, e)
 	s.n++
-	return e.b
+	return e
 }
 
 // evictLocked sweeps the set to make room for one breaker: every idle

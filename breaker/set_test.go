@@ -210,3 +210,29 @@ func TestSetConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// A value made with each key's breaker comes back with it, and goes with it.
+func TestSetLookupKeepsAValuePerKey(t *testing.T) {
+	made := 0
+	s, err := breaker.NewSet(breaker.SetConfig{MaxBreakers: 2, NewValue: func(key string) any { made++; return "state of " + key }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b1, v1 := s.Lookup("a")
+	b2, v2 := s.Lookup("a")
+	if b1 != b2 || v1 != "state of a" || v2 != v1 || made != 1 {
+		t.Fatalf("Lookup(a) twice = %p %v, %p %v after %d makes", b1, v1, b2, v2, made)
+	}
+	if s.Get("a") != b1 {
+		t.Fatal("Get and Lookup disagree")
+	}
+	s.Lookup("b")
+	s.Lookup("c") // evicts one of a and b, with its value
+	if made != 3 || s.Len() != 2 {
+		t.Fatalf("made %d values for %d entries", made, s.Len())
+	}
+	plain, _ := breaker.NewSet(breaker.SetConfig{})
+	if _, v := plain.Lookup("a"); v != nil {
+		t.Fatal("a set without NewValue returned a value")
+	}
+}

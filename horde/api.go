@@ -1,9 +1,7 @@
 package horde
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/url"
 	"strconv"
@@ -40,18 +38,25 @@ type Result[T any] struct {
 	FetchedAt time.Time
 	// Age is how old the copy was when the call returned.
 	Age time.Duration
-	// Stale is true when the API could not be read and Value is the last
-	// good copy, older than the Client's FreshFor.
+	// Stale is true when Value is older than the Client's FreshFor: either
+	// the API could not be read (Err says why), or the copy was served at
+	// once while a refresh runs in the background (Revalidating).
 	Stale bool
-	// Err is why the copy is stale (breaker.ErrOpen, a network error, an
-	// *httpretry.StatusError, ErrMalformed, the caller's context error);
-	// nil when it is fresh.
+	// Revalidating is true when Value is a stale copy served without
+	// waiting, within the Client's StaleWhileRevalidate window after it
+	// expired, while one background fetch refreshes it.
+	Revalidating bool
+	// Err is why the copy is stale because the API could not be read
+	// (breaker.ErrOpen, a network error, an *httpretry.StatusError, a
+	// *BodyError, the caller's context error, ErrClosed); nil when it is
+	// fresh or revalidating.
 	Err error
 }
 
 // ModelStatus is one model of GET /v2/status/models (the API's
 // ActiveModel). The API sends Performance, Queued and Jobs as decimals
-// (Jobs comes as 4.0), so they are float64.
+// (Jobs comes as 4.0), so they are float64; Queued and Jobs are checked to
+// be whole numbers, as the consumer's model requires.
 type ModelStatus struct {
 	// Name is the model's name; text models carry a backend prefix such as
 	// "koboldcpp/".
@@ -76,8 +81,11 @@ type ModelStatus struct {
 // requests each model fulfilled in the last day, the last month and in all.
 // The three maps carry the same model names.
 type ModelStats struct {
-	Day   map[string]int64 `json:"day"`
+	// Day counts the requests of the last day, by model name.
+	Day map[string]int64 `json:"day"`
+	// Month counts the requests of the last month.
 	Month map[string]int64 `json:"month"`
+	// Total counts every request ever.
 	Total map[string]int64 `json:"total"`
 }
 
@@ -86,6 +94,8 @@ type ModelStats struct {
 // sending null, so the image-only fields are zero on text workers and the
 // other way round, and Info and Owner are often empty.
 type Worker struct {
+	// Type is Image or Text; the list of every type also holds
+	// "interrogation" and "alchemy" workers.
 	Type              ModelType    `json:"type"`
 	Name              string       `json:"name"`
 	ID                string       `json:"id"`
@@ -127,6 +137,7 @@ type Worker struct {
 
 // KudosDetails splits a worker's kudos by how they were earned.
 type KudosDetails struct {
+	// Generated is the kudos earned by generating.
 	Generated float64 `json:"generated"`
 	// Uptime is 0 for a worker too new to have earned uptime kudos (the API
 	// sends null).
@@ -136,8 +147,10 @@ type KudosDetails struct {
 // Team is the team a worker belongs to. A worker without one has an empty
 // Name and ID (the API sends {"name": null, "id": null}).
 type Team struct {
+	// Name is the team's name.
 	Name string `json:"name"`
-	ID   string `json:"id"`
+	// ID is the team's UUID.
+	ID string `json:"id"`
 }
 
 // StatusQuery selects the models of Client.ModelStatus.
@@ -167,7 +180,7 @@ func (c *Client) ModelStatus(ctx context.Context, q StatusQuery) (Result[[]Model
 	if err != nil {
 		return Result[[]ModelStatus]{}, err
 	}
-	return get[[]ModelStatus](ctx, c, ep)
+	return get(ctx, c, ep, decodeStatus)
 }
 
 // ModelStats reads GET /v2/stats/img/models or /v2/stats/text/models.
@@ -176,7 +189,7 @@ func (c *Client) ModelStats(ctx context.Context, q StatsQuery) (Result[ModelStat
 	if err != nil {
 		return Result[ModelStats]{}, err
 	}
-	return get[ModelStats](ctx, c, ep)
+	return get(ctx, c, ep, decodeStats)
 }
 
 // Workers reads GET /v2/workers: the workers online now, of type t (Image or
@@ -186,11 +199,11 @@ func (c *Client) Workers(ctx context.Context, t ModelType) (Result[[]Worker], er
 	if err != nil {
 		return Result[[]Worker]{}, err
 	}
-	return get[[]Worker](ctx, c, ep)
+	return get(ctx, c, ep, decodeWorkers)
 }
 
 // endpoint is one cacheable request: a path under the base URL, its query,
-// and the check that a 200 body decodes into the endpoint's type.
+// and the check a 200 body must pass (validate.go).
 type endpoint struct {
 	path  string
 	query url.Values
@@ -200,6 +213,14 @@ type endpoint struct {
 // key names the endpoint's copy in the Store. url.Values.Encode sorts the
 // parameters, so equal queries share a copy however they were written.
 func (e endpoint) key() string { return e.path + "?" + e.query.Encode() }
+
+// checkWith makes a body check of an endpoint's decoder.
+func checkWith[T any](decode func([]byte) (T, error)) func([]byte) error {
+	return func(b []byte) error {
+		_, err := decode(b)
+		return err
+	}
+}
 
 func (q StatusQuery) endpoint() (endpoint, error) {
 	t, err := modelType(q.Type, Image)
@@ -217,7 +238,7 @@ func (q StatusQuery) endpoint() (endpoint, error) {
 	if q.MinCount > 0 {
 		v.Set("min_count", strconv.Itoa(q.MinCount))
 	}
-	return endpoint{path: "v2/status/models", query: v, check: check[[]ModelStatus]}, nil
+	return endpoint{path: "v2/status/models", query: v, check: checkWith(decodeStatus)}, nil
 }
 
 func (q StatsQuery) endpoint() (endpoint, error) {
@@ -235,7 +256,7 @@ func (q StatsQuery) endpoint() (endpoint, error) {
 		seg = "text"
 	}
 	return endpoint{path: "v2/stats/" + seg + "/models", query: url.Values{"model_state": {string(s)}},
-		check: check[ModelStats]}, nil
+		check: checkWith(decodeStats)}, nil
 }
 
 func workersEndpoint(t ModelType) (endpoint, error) {
@@ -246,9 +267,11 @@ func workersEndpoint(t ModelType) (endpoint, error) {
 		}
 		v.Set("type", string(t))
 	}
-	return endpoint{path: "v2/workers", query: v, check: check[[]Worker]}, nil
+	return endpoint{path: "v2/workers", query: v, check: checkWith(decodeWorkers)}, nil
 }
 
+// The error messages repeat at most a short prefix of a bad value: it may
+// come from an HTTP query of any length.
 func modelType(t, def ModelType) (ModelType, error) {
 	switch t {
 	case "":
@@ -256,7 +279,7 @@ func modelType(t, def ModelType) (ModelType, error) {
 	case Image, Text:
 		return t, nil
 	}
-	return "", fmt.Errorf("horde: %w: type %q: want %q or %q", ErrInvalidQuery, t, Image, Text)
+	return "", fmt.Errorf("horde: %w: type %s: want %q or %q", ErrInvalidQuery, quoteShort(string(t), maxQuoted), Image, Text)
 }
 
 func modelState(s ModelState) (ModelState, error) {
@@ -266,41 +289,24 @@ func modelState(s ModelState) (ModelState, error) {
 	case KnownModels, CustomModels, AllModels:
 		return s, nil
 	}
-	return "", fmt.Errorf("horde: %w: model_state %q: want %q, %q or %q",
-		ErrInvalidQuery, s, KnownModels, CustomModels, AllModels)
+	return "", fmt.Errorf("horde: %w: model_state %s: want %q, %q or %q",
+		ErrInvalidQuery, quoteShort(string(s), maxQuoted), KnownModels, CustomModels, AllModels)
 }
 
 // get serves ep through the cache and decodes the copy.
-func get[T any](ctx context.Context, c *Client, ep endpoint) (Result[T], error) {
+func get[T any](ctx context.Context, c *Client, ep endpoint, decode func([]byte) (T, error)) (Result[T], error) {
 	s, err := c.lookup(ctx, ep)
 	if err != nil {
 		return Result[T]{}, err
 	}
-	v, err := decode[T](s.raw)
+	v, err := decode(s.raw)
 	if err != nil {
-		// Only a copy another process put in a shared Store can get here:
-		// this one checked every copy before storing it.
+		// lookup checked the copy; only a copy that changed in between (a
+		// Store that hands out shared memory and a writer that reuses it)
+		// could get here.
 		return Result[T]{}, c.degraded(ep, fmt.Errorf("cached copy: %w", err))
 	}
-	return Result[T]{Value: v, FetchedAt: s.at, Age: s.age, Stale: s.staleErr != nil, Err: s.staleErr}, nil
-}
-
-// decode is json.Unmarshal that also refuses a bare null, which would
-// decode without error into an empty value and replace a good copy.
-func decode[T any](raw []byte) (T, error) {
-	var v T
-	if bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
-		return v, fmt.Errorf("%w: the body is null", ErrMalformed)
-	}
-	if err := json.Unmarshal(raw, &v); err != nil {
-		return v, fmt.Errorf("%w: %w", ErrMalformed, err)
-	}
-	return v, nil
-}
-
-func check[T any](raw []byte) error {
-	_, err := decode[T](raw)
-	return err
+	return Result[T]{Value: v, FetchedAt: s.at, Age: s.age, Stale: s.stale, Revalidating: s.revalidating, Err: s.err}, nil
 }
 
 // degraded is the error of a call with nothing to serve.

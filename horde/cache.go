@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/hordekit/httpretry"
 )
 
 // Store keeps the last good copy of each API response: its raw JSON and the
@@ -116,49 +119,76 @@ type copyOf struct {
 	at  time.Time
 }
 
-// served is what lookup hands back: a copy, its age, and why it is stale.
+// served is what lookup hands back: a copy, its age, and whether and why it
+// is stale.
 type served struct {
 	copyOf
-	age      time.Duration
-	staleErr error // nil when fresh
+	age          time.Duration
+	stale        bool
+	revalidating bool  // stale, served at once while a refresh runs
+	err          error // why it is stale, when the API could not be read
 }
 
-// lookup returns the copy of ep to serve: the stored one while it is fresh,
-// else a new one from the API, else the stored one marked stale. With no
-// copy at all it returns an error matching ErrDegraded.
+// lookup returns the copy of ep to serve: the stored one while it is fresh;
+// within the stale-while-revalidate window after that, the stored one at
+// once while a background fetch refreshes it; else a new one from the API,
+// or the stored one marked stale when that fails. With no copy at all it
+// returns an error matching ErrDegraded.
 func (c *Client) lookup(ctx context.Context, ep endpoint) (served, error) {
 	if err := c.init(); err != nil {
 		return served{}, err
 	}
 	key := ep.key()
 	have, ok, storeErr := c.load(ctx, ep, key)
-	if ok && c.fresh(have) {
-		return c.serve(have, nil), nil
-	}
-	// The fetch runs apart from the caller's context (keeping its values),
-	// so that a caller giving up neither cancels it for the others sharing
-	// it nor stops it refreshing the copy for the next caller. It is bounded
-	// by the retry policy's own limits instead.
-	f := c.flights.start(key, func() (copyOf, error) {
-		return c.refresh(context.WithoutCancel(ctx), ep, key)
-	})
-	var err error
-	select {
-	case <-f.done:
-		if f.err == nil {
-			return c.serve(f.copy, nil), nil
+	if ok {
+		age := c.clk.Now().Sub(have.at)
+		if age < c.freshFor() {
+			return c.serve(have, false, nil), nil
 		}
-		err = f.err
-	case <-ctx.Done():
-		err = ctx.Err()
+		if age < c.freshFor()+c.staleWhileRevalidate() {
+			if _, err := c.startRefresh(ctx, ep, key); err != nil {
+				return c.serve(have, true, err), nil
+			}
+			s := c.serve(have, true, nil)
+			s.revalidating = true
+			return s, nil
+		}
+	}
+	f, err := c.startRefresh(ctx, ep, key)
+	if err == nil {
+		select {
+		case <-f.done:
+			if f.err == nil {
+				return c.serve(f.copy, false, nil), nil
+			}
+			err = f.err
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
 	}
 	if ok {
-		return c.serve(have, err), nil
+		return c.serve(have, true, err), nil
 	}
 	if storeErr != nil {
 		err = errors.Join(err, storeErr)
 	}
 	return served{}, c.degraded(ep, err)
+}
+
+// startRefresh joins the fetch of key in progress or starts one, or returns
+// ErrClosed after Close. The fetch runs apart from the caller's context
+// (keeping its values), so that a caller giving up neither cancels it for
+// the others sharing it nor stops it refreshing the copy for the next
+// caller. It is bounded by the retry policy's own limits instead, and by
+// Close.
+func (c *Client) startRefresh(ctx context.Context, ep endpoint, key string) (*flight, error) {
+	f := c.flights.start(ctx, key, func(ctx context.Context) (copyOf, error) {
+		return c.refresh(ctx, ep, key)
+	})
+	if f == nil {
+		return nil, ErrClosed
+	}
+	return f, nil
 }
 
 // load reads key's copy; a store that fails counts as having none, and so
@@ -171,22 +201,21 @@ func (c *Client) load(ctx context.Context, ep endpoint, key string) (copyOf, boo
 			slog.String("key", key), slog.String("error", err.Error()))
 		return copyOf{}, false, fmt.Errorf("horde: reading the cache: %w", err)
 	}
-	if ok {
+	if ok && !c.checked.known(key, at, raw) {
 		if err := ep.check(raw); err != nil {
-			c.logger().LogAttrs(ctx, slog.LevelWarn, "AI Horde cache copy ignored: it does not decode",
+			c.logger().LogAttrs(ctx, slog.LevelWarn, "AI Horde cache copy ignored: it fails validation",
 				slog.String("key", key), slog.String("error", err.Error()))
 			return copyOf{}, false, nil
 		}
+		c.checked.remember(key, at, raw)
 	}
 	return copyOf{raw: raw, at: at}, ok, nil
 }
 
-func (c *Client) fresh(cp copyOf) bool { return c.clk.Now().Sub(cp.at) < c.freshFor() }
-
-func (c *Client) serve(cp copyOf, staleErr error) served {
+func (c *Client) serve(cp copyOf, stale bool, err error) served {
 	// A copy stamped by a replica whose clock runs ahead is not "from the
 	// future"; it is new.
-	return served{copyOf: cp, age: max(c.clk.Now().Sub(cp.at), 0), staleErr: staleErr}
+	return served{copyOf: cp, age: max(c.clk.Now().Sub(cp.at), 0), stale: stale, err: err}
 }
 
 // refresh fetches ep and stores the result. It runs once per flight.
@@ -194,16 +223,17 @@ func (c *Client) refresh(ctx context.Context, ep endpoint, key string) (copyOf, 
 	// A caller can miss a flight that has just stored a fresh copy (it read
 	// the store before that flight ended and asks after): reading again
 	// costs one store read per refresh and saves an upstream request.
-	if cp, ok, _ := c.load(ctx, ep, key); ok && c.fresh(cp) {
+	if cp, ok, _ := c.load(ctx, ep, key); ok && c.clk.Now().Sub(cp.at) < c.freshFor() {
 		return cp, nil
 	}
 	raw, err := c.fetch(ctx, ep)
 	if err != nil {
 		c.logger().LogAttrs(ctx, slog.LevelWarn, "AI Horde fetch failed",
-			slog.String("key", key), slog.String("error", err.Error()))
+			slog.String("key", key), slog.String("error", httpretry.RedactError(err)))
 		return copyOf{}, err
 	}
 	cp := copyOf{raw: raw, at: c.clk.Now()}
+	c.checked.remember(key, cp.at, raw)
 	if err := c.store.Set(ctx, key, raw, cp.at); err != nil {
 		c.logger().LogAttrs(ctx, slog.LevelWarn, "AI Horde cache write failed",
 			slog.String("key", key), slog.String("error", err.Error()))
@@ -211,14 +241,61 @@ func (c *Client) refresh(ctx context.Context, ep endpoint, key string) (copyOf, 
 	return cp, nil
 }
 
+// checkedCopies remembers, per key, a digest of the last copy that passed
+// its check, so that a copy read back from the Store is not decoded again on
+// every call: the worker list is megabytes of JSON. A copy counts as known
+// when its fetch time, length and hash all match. It is bounded like
+// MemoryStore and forgets everything when full.
+type checkedCopies struct {
+	mu   sync.Mutex
+	seed maphash.Seed
+	m    map[string]checkedCopy
+}
+
+type checkedCopy struct {
+	at   time.Time
+	size int
+	sum  uint64
+}
+
+func (k *checkedCopies) digest(at time.Time, raw []byte) checkedCopy {
+	return checkedCopy{at: at, size: len(raw), sum: maphash.Bytes(k.seed, raw)}
+}
+
+func (k *checkedCopies) known(key string, at time.Time, raw []byte) bool {
+	k.mu.Lock()
+	prev, ok := k.m[key]
+	seed := k.seed
+	k.mu.Unlock()
+	if !ok || !prev.at.Equal(at) || prev.size != len(raw) {
+		return false
+	}
+	return prev.sum == maphash.Bytes(seed, raw)
+}
+
+func (k *checkedCopies) remember(key string, at time.Time, raw []byte) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.m == nil || len(k.m) >= DefaultMaxEntries {
+		k.m = make(map[string]checkedCopy)
+		k.seed = maphash.MakeSeed()
+	}
+	k.m[key] = k.digest(at, raw)
+}
+
 // flights lets concurrent callers for one key share one fetch: the first
 // starts it, the others wait for its result. It is a small stand-in for
-// golang.org/x/sync/singleflight with one difference: the fetch runs on its
+// golang.org/x/sync/singleflight with two differences: the fetch runs on its
 // own goroutine, so that every waiter, the first included, can leave when
-// its own context ends while the fetch goes on.
+// its own context ends while the fetch goes on (or none waits at all, for a
+// background refresh); and close cancels and waits for every fetch.
 type flights struct {
-	mu sync.Mutex
-	m  map[string]*flight
+	mu     sync.Mutex
+	m      map[string]*flight
+	closed bool
+	ctx    context.Context // cancelled by close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 }
 
 // flight is one fetch in progress. copy and err are written before done is
@@ -229,11 +306,19 @@ type flight struct {
 	err  error
 }
 
+func (g *flights) init() {
+	g.ctx, g.cancel = context.WithCancel(context.Background())
+}
+
 // start returns the flight for key, starting fn in a new one if none is in
-// progress.
-func (g *flights) start(key string, fn func() (copyOf, error)) *flight {
+// progress, or nil after close. fn gets ctx's values, and is cancelled by
+// close rather than by ctx.
+func (g *flights) start(ctx context.Context, key string, fn func(context.Context) (copyOf, error)) *flight {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.closed {
+		return nil
+	}
 	if f, ok := g.m[key]; ok {
 		return f
 	}
@@ -242,8 +327,14 @@ func (g *flights) start(key string, fn func() (copyOf, error)) *flight {
 	}
 	f := &flight{done: make(chan struct{})}
 	g.m[key] = f
+	fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(g.ctx, cancel)
+	g.wg.Add(1)
 	go func() {
-		f.copy, f.err = fn()
+		defer g.wg.Done()
+		f.copy, f.err = fn(fctx)
+		stop()
+		cancel()
 		g.mu.Lock()
 		delete(g.m, key)
 		g.mu.Unlock()
@@ -251,3 +342,15 @@ func (g *flights) start(key string, fn func() (copyOf, error)) *flight {
 	}()
 	return f
 }
+
+// close stops new flights, cancels those running and waits for them.
+func (g *flights) close() {
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
+	g.cancel()
+	g.wg.Wait()
+}
+
+// wait waits for the flights running now; tests use it.
+func (g *flights) wait() { g.wg.Wait() }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hordekit/httpretry"
 	"github.com/hordekit/httpretry/horde"
 	"github.com/hordekit/httpretry/internal/faultserver"
 	"github.com/hordekit/httpretry/internal/leaktest"
@@ -40,7 +41,7 @@ func TestConcurrentCallersShareOneFetch(t *testing.T) {
 	for range 2 { // the caller's read and the fetch's second look
 		<-store.gets
 	}
-	clk.Advance(61 * time.Second)
+	clk.Advance(expired)
 
 	// Room for every caller, so that a second upstream request shows up in
 	// the count rather than as a hang.
@@ -82,7 +83,7 @@ func TestCallerLeavingDoesNotStopTheFetch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clk.Advance(61 * time.Second)
+	clk.Advance(expired)
 	arrived, gate := make(chan struct{}, 2), make(chan struct{})
 	srv.gated(arrived, gate)
 
@@ -249,5 +250,145 @@ func TestCopyThatDoesNotDecodeIsIgnored(t *testing.T) {
 	}
 	if srv.Requests() != 1 {
 		t.Fatalf("upstream saw %d requests, want 1: the bad copy must not count as fresh", srv.Requests())
+	}
+}
+
+// Within StaleWhileRevalidate after expiry, callers get the copy at once,
+// marked stale and revalidating, while one background fetch refreshes it;
+// the next caller after that fetch gets the new copy.
+func TestStaleWhileRevalidateServesAtOnce(t *testing.T) {
+	leaktest.Check(t)
+	srv := startFake(t)
+	c, clk, _ := newClient(t, srv.base())
+	ctx := context.Background()
+	good, err := c.ModelStatus(ctx, horde.StatusQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(horde.DefaultFreshFor + 10*time.Second)
+	arrived, gate := make(chan struct{}, 4), make(chan struct{})
+	srv.gated(arrived, gate)
+
+	// The refresh is held at the gate: a caller that waited for it would
+	// never return.
+	for i := range 3 {
+		res, err := c.ModelStatus(ctx, horde.StatusQuery{})
+		if err != nil || !res.Stale || !res.Revalidating || res.Err != nil || res.Age != 70*time.Second ||
+			!res.FetchedAt.Equal(epoch) || !reflect.DeepEqual(res.Value, good.Value) {
+			t.Fatalf("caller %d in the window: stale=%v revalidating=%v Err=%v age=%v fetched=%v, %v",
+				i, res.Stale, res.Revalidating, res.Err, res.Age, res.FetchedAt, err)
+		}
+	}
+	<-arrived
+	close(gate)
+	horde.WaitFetches(c)
+	if n := srv.Requests(); n != 2 {
+		t.Errorf("%d upstream requests, want 2: one background refresh for three callers", n)
+	}
+	res, err := c.ModelStatus(ctx, horde.StatusQuery{})
+	if err != nil || res.Stale || res.Revalidating || res.Age != 0 || !res.FetchedAt.Equal(epoch.Add(70*time.Second)) {
+		t.Errorf("after the refresh: stale=%v revalidating=%v age=%v fetched=%v, %v",
+			res.Stale, res.Revalidating, res.Age, res.FetchedAt, err)
+	}
+}
+
+// Past the window, the caller waits for the refresh, as without one.
+func TestStaleWhileRevalidateWindowEnds(t *testing.T) {
+	leaktest.Check(t)
+	srv := startFake(t)
+	c, clk, _ := newClient(t, srv.base())
+	c.StaleWhileRevalidate = 30 * time.Second
+	ctx := context.Background()
+	if _, err := c.Workers(ctx, horde.Image); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(horde.DefaultFreshFor + 30*time.Second) // the window is [60 s, 90 s)
+	arrived, gate := make(chan struct{}, 2), make(chan struct{})
+	srv.gated(arrived, gate)
+
+	done := make(chan horde.Result[[]horde.Worker], 1)
+	go func() {
+		res, _ := c.Workers(ctx, horde.Image)
+		done <- res
+	}()
+	<-arrived
+	select {
+	case res := <-done:
+		t.Fatalf("returned before the refresh ended: stale=%v revalidating=%v", res.Stale, res.Revalidating)
+	default:
+	}
+	close(gate)
+	if res := <-done; res.Stale || res.Revalidating || res.Age != 0 {
+		t.Errorf("past the window: stale=%v revalidating=%v age=%v; want the refreshed copy", res.Stale, res.Revalidating, res.Age)
+	}
+}
+
+// A background refresh that fails leaves the copy in place; callers in the
+// window keep getting it at once (each after a failed refresh starts
+// another), and past the window they wait and get it with the failure.
+func TestFailedRevalidationKeepsTheCopy(t *testing.T) {
+	leaktest.Check(t)
+	srv := startFake(t)
+	c, clk, cb := newClient(t, srv.base())
+	ctx := context.Background()
+	good, err := c.ModelStats(ctx, horde.StatsQuery{Type: horde.Text})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.outage(faultserver.Status(503))
+	clk.Advance(horde.DefaultFreshFor)
+	for round := 1; round <= 2; round++ {
+		res, err := c.ModelStats(ctx, horde.StatsQuery{Type: horde.Text})
+		if err != nil || !res.Stale || !res.Revalidating || res.Err != nil || !reflect.DeepEqual(res.Value, good.Value) {
+			t.Fatalf("round %d: stale=%v revalidating=%v Err=%v, %v", round, res.Stale, res.Revalidating, res.Err, err)
+		}
+		horde.WaitFetches(c)
+		if n := srv.Requests(); n != int64(1+3*round) {
+			t.Errorf("round %d: %d upstream requests, want 1 + 3 per refresh", round, n)
+		}
+	}
+	if n := cb.ConsecutiveFailures(); n != 2 {
+		t.Errorf("breaker failures %d, want 2", n)
+	}
+
+	clk.Advance(horde.DefaultStaleWhileRevalidate)
+	res, err := c.ModelStats(ctx, horde.StatsQuery{Type: horde.Text})
+	se, ok := errors.AsType[*httpretry.StatusError](res.Err)
+	if err != nil || !res.Stale || res.Revalidating || !ok || se.Response.StatusCode != 503 || !res.FetchedAt.Equal(epoch) {
+		t.Errorf("past the window: stale=%v revalidating=%v Err=%v fetched=%v, %v", res.Stale, res.Revalidating, res.Err, res.FetchedAt, err)
+	}
+}
+
+// Close cancels a background refresh and waits for it; afterwards calls
+// serve what the Store holds and fetch nothing.
+func TestCloseStopsBackgroundFetches(t *testing.T) {
+	leaktest.Check(t)
+	srv := startFake(t)
+	c, clk, _ := newClient(t, srv.base())
+	ctx := context.Background()
+	if _, err := c.Workers(ctx, horde.Text); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(horde.DefaultFreshFor)
+	arrived, gate := make(chan struct{}, 2), make(chan struct{})
+	defer close(gate) // lets the fake server's handler end
+	srv.gated(arrived, gate)
+	if res, err := c.Workers(ctx, horde.Text); err != nil || !res.Revalidating {
+		t.Fatalf("in the window: revalidating=%v, %v", res.Revalidating, err)
+	}
+	<-arrived
+	if err := c.Close(); err != nil { // returns only once the refresh has ended
+		t.Fatal(err)
+	}
+
+	res, err := c.Workers(ctx, horde.Text)
+	if err != nil || !res.Stale || res.Revalidating || !errors.Is(res.Err, horde.ErrClosed) {
+		t.Errorf("after Close, with a copy: stale=%v revalidating=%v Err=%v, %v", res.Stale, res.Revalidating, res.Err, err)
+	}
+	if _, err := c.Workers(ctx, horde.Image); !errors.Is(err, horde.ErrDegraded) || !errors.Is(err, horde.ErrClosed) {
+		t.Errorf("after Close, without a copy: %v", err)
+	}
+	if n := srv.Requests(); n != 2 {
+		t.Errorf("%d upstream requests, want 2", n)
 	}
 }

@@ -1,7 +1,6 @@
 package horde
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,20 +10,25 @@ import (
 	"github.com/hordekit/httpretry"
 )
 
-// maxBody bounds a response body. The largest the API sends, the list of
-// every worker, is a few megabytes.
-const maxBody = 32 << 20
-
 // checkKey is the context key under which fetch hands an endpoint's body
-// check to checkedTransport.
+// check to the transport's Check (checkResponse), and gets the checked body
+// back.
 type checkKey struct{}
+
+// checked is one fetch's body check and, once an attempt passes it, the
+// body.
+type checked struct {
+	check func([]byte) error
+	body  []byte
+}
 
 // fetch GETs ep through the retrying transport and returns a body that
 // passed ep's check.
 func (c *Client) fetch(ctx context.Context, ep endpoint) ([]byte, error) {
 	u := c.base.JoinPath(ep.path)
 	u.RawQuery = ep.query.Encode()
-	ctx = context.WithValue(ctx, checkKey{}, ep.check)
+	ck := &checked{check: ep.check}
+	ctx = context.WithValue(ctx, checkKey{}, ck)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
 		return nil, err
@@ -39,8 +43,10 @@ func (c *Client) fetch(ctx context.Context, ep endpoint) ([]byte, error) {
 
 	resp, err := c.http.Do(req)
 	if err != nil {
-		if errors.Is(err, ErrMalformed) {
-			c.recordFailure()
+		if errors.Is(err, httpretry.ErrCheckBodyTooLarge) {
+			// One error for every unusable 200 body: the transport's limit
+			// is MaxBodySize.
+			err = &BodyError{Item: -1, Problem: fmt.Sprintf("the body exceeds %d bytes", c.maxBodySize()), Err: err}
 		}
 		return nil, err
 	}
@@ -51,77 +57,69 @@ func (c *Client) fetch(ctx context.Context, ep endpoint) ([]byte, error) {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 		return nil, &httpretry.StatusError{Response: resp}
 	}
-	return io.ReadAll(resp.Body) // in memory already: checkedTransport read it
+	// The transport read the body and checkResponse kept it: no copy.
+	return ck.body, nil
 }
 
-// recordFailure reports a call that ended on unusable 200 responses as a
-// breaker failure, the original's record_failure (APIBreaker.RecordFailure).
-//
-// The transport judges an attempt by its status, and a 200 is a success to
-// it, which would reset the breaker's count of consecutive failures: an API
-// answering every call with an HTML maintenance page would never open the
-// breaker. So checkedTransport turns such a 200 into an error beneath the
-// transport; the transport retries it like a 5xx but counts it as neutral,
-// having no way to judge an error it does not know, and the failure is
-// recorded here once per call, as the transport records a 5xx.
-//
-// It goes through a permit rather than RecordFailure so that it works with
-// any breaker.CircuitBreaker, and so that it is dropped, like any late
-// outcome, when the breaker has opened in the meantime and refuses one.
-func (c *Client) recordFailure() {
-	if p, err := c.cb.Acquire(); err == nil {
-		p.Done(false)
+// checkResponse is the transport's Check: a 200 body of a fetch must pass
+// its endpoint's check (validate.go). A body that fails is a failed attempt
+// to the transport, retried like a 5xx and counted by the breaker, so that an
+// API answering every call with a maintenance page opens the breaker as one
+// answering 503 would.
+func checkResponse(resp *http.Response, body []byte) error {
+	ck, ok := resp.Request.Context().Value(checkKey{}).(*checked)
+	if !ok || resp.StatusCode != http.StatusOK {
+		return nil
 	}
-}
-
-// checkedTransport sits beneath the retrying transport. For a request that
-// carries a body check in its context it reads each 200 body and returns an
-// error matching ErrMalformed, instead of the response, when the body fails
-// the check, so that the retry loop and the breaker see the attempt as
-// failed. A body cut short by the network comes back as the read error,
-// which the transport retries and counts as a failure itself.
-type checkedTransport struct {
-	base http.RoundTripper // nil means http.DefaultTransport
-}
-
-// RoundTrip sends req and checks the body of a 200.
-func (t checkedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	base := t.base
-	if base == nil {
-		base = http.DefaultTransport
+	if err := ck.check(body); err != nil {
+		return err
 	}
-	resp, err := base.RoundTrip(req)
-	check, ok := req.Context().Value(checkKey{}).(func([]byte) error)
-	if err != nil || !ok || resp.StatusCode != http.StatusOK {
+	ck.body = body
+	return nil
+}
+
+// meteredTransport sits beneath the retrying transport and makes each 200
+// body of a fetch count against the Client's BodyMemory while the transport
+// reads it for checkResponse. A Content-Length over MaxBodySize is refused
+// without reading, as the check would refuse the body.
+type meteredTransport struct {
+	base  http.RoundTripper // nil means http.DefaultTransport
+	limit int64
+	mem   *BodyMemory
+}
+
+// RoundTrip sends req and meters the body of a 200.
+func (t meteredTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.baseTransport().RoundTrip(req)
+	if err != nil || resp.StatusCode != http.StatusOK || req.Context().Value(checkKey{}) == nil {
 		return resp, err
 	}
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
-	resp.Body.Close()
-	switch {
-	case err != nil:
-		return nil, fmt.Errorf("horde: reading the response body: %w", err)
-	case len(raw) > maxBody:
-		return nil, fmt.Errorf("horde: %w: the body exceeds %d bytes", ErrMalformed, maxBody)
+	if resp.ContentLength > t.limit {
+		resp.Body.Close()
+		resp.Body = http.NoBody
+		return nil, &httpretry.CheckError{Response: resp, Err: tooLarge(t.limit)}
 	}
-	if err := check(raw); err != nil {
-		return nil, fmt.Errorf("horde: %w", err)
-	}
-	resp.Body = io.NopCloser(bytes.NewReader(raw))
-	resp.ContentLength = int64(len(raw))
+	// The transport stops reading one byte past its MaxCheckBody, the same
+	// limit, and says so itself; this one only meters.
+	resp.Body = &meteredBody{rc: resp.Body, mem: t.mem, limit: t.limit + 1}
 	return resp, nil
 }
 
-// CloseIdleConnections reaches the base transport's idle connections.
-func (t checkedTransport) CloseIdleConnections() {
-	base := t.base
-	if base == nil {
-		base = http.DefaultTransport
+func (t meteredTransport) baseTransport() http.RoundTripper {
+	if t.base == nil {
+		return http.DefaultTransport
 	}
-	if ci, ok := base.(interface{ CloseIdleConnections() }); ok {
+	return t.base
+}
+
+// CloseIdleConnections reaches the base transport's idle connections.
+func (t meteredTransport) CloseIdleConnections() {
+	if ci, ok := t.baseTransport().(interface{ CloseIdleConnections() }); ok {
 		ci.CloseIdleConnections()
 	}
 }
 
-// retryMalformed makes the retry loop treat an unusable 200 like a 5xx: a
-// proxy's error page or a body cut short is often gone on the next attempt.
-func retryMalformed(err error) bool { return errors.Is(err, ErrMalformed) }
+// retryMemory makes the retry loop retry a read that found the body memory
+// full, which frees as other fetches end. (A body that fails its check is
+// retried by the transport itself.)
+func retryMemory(err error) bool { return errors.Is(err, ErrBodyMemory) }

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -144,14 +145,15 @@ func TestHandlerMarksStaleCopy(t *testing.T) {
 	if resp := get(h, "/api/v2/stats/img/models"); resp.StatusCode != http.StatusOK {
 		t.Fatal(resp.Status)
 	}
-	clk.Advance(90 * time.Second)
+	clk.Advance(expired)
 	srv.outage(faultserver.ResetBeforeHeaders())
 
 	resp := get(h, "/api/v2/stats/img/models")
 	age, _ := strconv.Atoi(resp.Header.Get("Age"))
-	if resp.StatusCode != http.StatusOK || resp.Header.Get("X-Horde-Stale") != "true" || age < 92 || age >= 96 {
-		t.Errorf("stale copy: %d, X-Horde-Stale %q, Age %q (90 s + 2-6 s of retries)", resp.StatusCode,
-			resp.Header.Get("X-Horde-Stale"), resp.Header.Get("Age"))
+	if low := int(expired/time.Second) + 2; resp.StatusCode != http.StatusOK || resp.Header.Get("X-Horde-Stale") != "true" ||
+		resp.Header.Get("X-Horde-Revalidating") != "" || age < low || age >= low+4 {
+		t.Errorf("stale copy: %d, X-Horde-Stale %q, X-Horde-Revalidating %q, Age %q (%v + 2-6 s of retries)", resp.StatusCode,
+			resp.Header.Get("X-Horde-Stale"), resp.Header.Get("X-Horde-Revalidating"), resp.Header.Get("Age"), expired)
 	}
 	if got := body(t, resp); got != string(srv.fx["stats_img_models.json"]) {
 		t.Errorf("stale body = %s", got)
@@ -188,5 +190,92 @@ func TestHandlerErrors(t *testing.T) {
 	h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/api/heartbeat", nil))
 	if rec.Code != http.StatusMethodNotAllowed {
 		t.Errorf("POST /api/heartbeat: %d", rec.Code)
+	}
+}
+
+// Input the handler cannot take at its word is refused with a short JSON
+// error, before any request upstream.
+func TestHandlerRefusesBadInput(t *testing.T) {
+	leaktest.Check(t)
+	srv := startFake(t)
+	c, _, _ := newClient(t, srv.base())
+	h := horde.NewHandler(c)
+	long := strings.Repeat("v", 100<<10)
+	for _, tt := range []struct {
+		method, target string
+		code           int
+		says           string // part of the error message
+	}{
+		{"GET", "/api/v2/status/models?type=%zz", 400, "percent-encoding"},
+		{"GET", "/api/v2/status/models?type=text;x=1", 400, "semicolon"},
+		{"GET", "/api/v2/workers?type=%zz", 400, "percent-encoding"},
+		{"GET", "/api/v2/stats/img/models?model_state=%", 400, "percent-encoding"},
+		{"GET", "/api/v2/status/models?type=video", 400, `type "video"`},
+		{"GET", "/api/v2/status/models?type=" + long, 400, "(102400 bytes)"},
+		{"GET", "/api/v2/status/models?model_state=famous", 400, "model_state"},
+		{"GET", "/api/v2/stats/text/models?model_state=Known", 400, "model_state"},
+		{"GET", "/api/v2/workers?type=interrogation", 400, "type"},
+		{"GET", "/api/v2/status/models?type=image&type=text", 400, "type is given 2 times"},
+		{"GET", "/api/v2/status/models?type=", 400, "type is empty"},
+		{"GET", "/api/v2/status/models?min_count=-1", 400, "min_count"},
+		{"GET", "/api/v2/status/models?min_count=+2", 400, "min_count"},
+		{"GET", "/api/v2/status/models?min_count=2.0", 400, "min_count"},
+		{"GET", "/api/v2/status/models?min_count=99999999999999999999", 400, "too large"},
+		{"GET", "/api/v2/status/models?min_count=" + long, 400, "(102400 bytes)"},
+		{"GET", "/api/v2/model", 404, "/api/v2/workers"},
+		{"GET", "/api/v2/workers/", 404, "no endpoint"},
+		{"GET", "/" + long, 404, "(102401 bytes)"},
+		{"POST", "/api/v2/workers", 405, "use GET"},
+		{"DELETE", "/api/heartbeat", 405, "use GET"},
+	} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(tt.method, tt.target, nil))
+		resp := rec.Result()
+		raw := body(t, resp)
+		var e struct{ Error string }
+		if err := json.Unmarshal([]byte(raw), &e); err != nil || resp.StatusCode != tt.code ||
+			resp.Header.Get("Content-Type") != "application/json" || !strings.Contains(e.Error, tt.says) {
+			t.Errorf("%s %.80s: %d %q, want %d with a JSON error saying %q", tt.method, tt.target, resp.StatusCode, e.Error, tt.code, tt.says)
+		}
+		if tt.says == "semicolon" && !strings.Contains(raw, "use &") {
+			t.Errorf("the body escapes &: %s", raw)
+		}
+		if len(raw) > 400 {
+			t.Errorf("%s %.80s: a %d-byte error body", tt.method, tt.target, len(raw))
+		}
+		if tt.code == 405 && resp.Header.Get("Allow") != "GET, HEAD" {
+			t.Errorf("%s %s: Allow %q", tt.method, tt.target, resp.Header.Get("Allow"))
+		}
+	}
+	if n := srv.Requests(); n != 0 {
+		t.Errorf("%d upstream requests for bad input, want 0", n)
+	}
+	// HEAD is GET without the body, and unknown parameters are ignored as
+	// the API ignores them.
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodHead, "/api/v2/workers?type=text&apikey=x", nil))
+	if rec.Code != http.StatusOK {
+		t.Errorf("HEAD: %d", rec.Code)
+	}
+}
+
+func TestHandlerMarksRevalidatingCopy(t *testing.T) {
+	leaktest.Check(t)
+	srv := startFake(t)
+	c, clk, _ := newClient(t, srv.base())
+	h := horde.NewHandler(c)
+	if resp := get(h, "/api/v2/workers?type=image"); resp.StatusCode != http.StatusOK {
+		t.Fatal(resp.Status)
+	}
+	clk.Advance(90 * time.Second)
+	resp := get(h, "/api/v2/workers?type=image")
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("X-Horde-Stale") != "true" ||
+		resp.Header.Get("X-Horde-Revalidating") != "true" || resp.Header.Get("Age") != "90" {
+		t.Errorf("in the window: %d %v", resp.StatusCode, resp.Header)
+	}
+	horde.WaitFetches(c)
+	resp = get(h, "/api/v2/workers?type=image")
+	if resp.Header.Get("X-Horde-Stale") != "" || resp.Header.Get("Age") != "0" {
+		t.Errorf("after the refresh: %v", resp.Header)
 	}
 }

@@ -17,9 +17,8 @@ import (
 	"github.com/hordekit/httpretry/internal/faultserver"
 )
 
-// fixtureDir is /work/shared/fixtures/aihorde seen from this package, and
-// shared/fixtures/aihorde beside the repository in CI.
-var fixtureDir = filepath.Join("..", "..", "shared", "fixtures", "aihorde")
+// fixtureDir holds the AI Horde fixtures, in the module (see its README).
+var fixtureDir = filepath.Join("testdata", "aihorde")
 
 var fixtureFiles = []string{
 	"status_models_image.json", "status_models_text.json",
@@ -34,7 +33,7 @@ func loadFixtures(t *testing.T) map[string][]byte {
 	for _, name := range fixtureFiles {
 		b, err := os.ReadFile(filepath.Join(fixtureDir, name))
 		if err != nil {
-			t.Fatalf("AI Horde fixture missing: %v (the fixtures live in shared/fixtures/aihorde beside the repository)", err)
+			t.Fatalf("AI Horde fixture missing: %v", err)
 		}
 		fx[name] = b
 	}
@@ -113,6 +112,11 @@ var discard = slog.New(slog.DiscardHandler)
 
 // epoch is where the fake clocks start.
 var epoch = time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+
+// expired is how far to move the clock for a copy to be past both FreshFor
+// and the stale-while-revalidate window, so that callers wait for the
+// refresh.
+const expired = horde.DefaultFreshFor + horde.DefaultStaleWhileRevalidate + time.Second
 
 // newClient returns a Client for base with its own breaker (the seed's
 // settings) and transport, both on one fake clock whose timers fire at once,

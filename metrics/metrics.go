@@ -17,6 +17,8 @@
 //	resumes_total{host}                         counter    range requests decided to continue a cut response body
 //	body_failures_total{host}                   counter    response bodies that failed after their headers (cut, reset,
 //	                                                       stalled), resumed or not
+//	hedges_total{host}                          counter    hedged attempts sent (a late attempt backed up by another)
+//	hedge_wins_total{host}                      counter    rounds a hedge won
 //	retry_wait_seconds{host}                    histogram  the wait before each retry, Retry-After floors included
 //	give_ups_total{host,reason}                 counter    retryable failures not retried, by reason (see Reason)
 //	budget_refusals_total{host}                 counter    retries the retry budget refused (also in give_ups_total
@@ -33,7 +35,6 @@ package metrics
 
 import (
 	"errors"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -70,6 +71,8 @@ type Collector struct {
 	retries     *prometheus.CounterVec
 	resumes     *prometheus.CounterVec
 	bodyFails   *prometheus.CounterVec
+	hedges      *prometheus.CounterVec
+	hedgeWins   *prometheus.CounterVec
 	waits       *prometheus.HistogramVec
 	giveUps     *prometheus.CounterVec
 	budget      *prometheus.CounterVec
@@ -117,6 +120,14 @@ func New(reg prometheus.Registerer) (*Collector, error) {
 		bodyFails: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "httpretry_body_failures_total",
 			Help: "Response bodies that failed after their headers: reset, cut short or stalled.",
+		}, []string{"host"}),
+		hedges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "httpretry_hedges_total",
+			Help: "Hedged attempts sent: a second attempt of a request whose headers were late.",
+		}, []string{"host"}),
+		hedgeWins: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "httpretry_hedge_wins_total",
+			Help: "Rounds whose winning response came from a hedge.",
 		}, []string{"host"}),
 		waits: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "httpretry_retry_wait_seconds",
@@ -170,6 +181,10 @@ func (c *Collector) Observe(e httpretry.Event) {
 		}
 	case httpretry.EventBodyFailed:
 		c.bodyFails.WithLabelValues(c.label(e.Host)).Inc()
+	case httpretry.EventHedge:
+		c.hedges.WithLabelValues(c.label(e.Host)).Inc()
+	case httpretry.EventHedgeWon:
+		c.hedgeWins.WithLabelValues(c.label(e.Host)).Inc()
 	case httpretry.EventGiveUp:
 		host := c.label(e.Host)
 		c.giveUps.WithLabelValues(host, Reason(e.Reason)).Inc()
@@ -252,6 +267,8 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	c.retries.Describe(ch)
 	c.resumes.Describe(ch)
 	c.bodyFails.Describe(ch)
+	c.hedges.Describe(ch)
+	c.hedgeWins.Describe(ch)
 	c.waits.Describe(ch)
 	c.giveUps.Describe(ch)
 	c.budget.Describe(ch)
@@ -268,6 +285,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	c.retries.Collect(ch)
 	c.resumes.Collect(ch)
 	c.bodyFails.Collect(ch)
+	c.hedges.Collect(ch)
+	c.hedgeWins.Collect(ch)
 	c.waits.Collect(ch)
 	c.giveUps.Collect(ch)
 	c.budget.Collect(ch)
@@ -306,27 +325,5 @@ func StateValue(s breaker.State) float64 {
 	return StateOpen
 }
 
-// reasons are the give_ups_total reason labels: snake_case words, easier to
-// match in PromQL than StopReason's prose.
-var reasons = [...]string{
-	httpretry.StopExhausted:         "exhausted",
-	httpretry.StopRetryAfter:        "retry_after_too_long",
-	httpretry.StopDeadline:          "deadline",
-	httpretry.StopMaxElapsed:        "max_elapsed",
-	httpretry.StopCanceled:          "canceled",
-	httpretry.StopBudget:            "budget",
-	httpretry.StopBreakerOpen:       "breaker_open",
-	httpretry.StopBodyNotReplayable: "body_not_replayable",
-	httpretry.StopNotIdempotent:     "not_idempotent",
-	httpretry.StopNotResumable:      "not_resumable",
-	httpretry.StopMaxResumes:        "max_resumes",
-}
-
-// Reason is the give_ups_total reason label of r. A reason added to
-// httpretry after this table falls back to its String in snake_case.
-func Reason(r httpretry.StopReason) string {
-	if int(r) < len(reasons) && reasons[r] != "" {
-		return reasons[r]
-	}
-	return strings.ReplaceAll(r.String(), " ", "_")
-}
+// Reason is the give_ups_total reason label of r: r.Label().
+func Reason(r httpretry.StopReason) string { return r.Label() }

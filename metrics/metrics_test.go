@@ -55,6 +55,9 @@ func TestObserveCountsEvents(t *testing.T) {
 		{Kind: httpretry.EventRetry, Host: host, Attempt: 3, Wait: 750 * time.Millisecond, Resume: true, Offset: 1 << 20},
 		{Kind: httpretry.EventBodyFailed, Host: host, Attempt: 4, Resume: true, Offset: 2 << 20},
 		{Kind: httpretry.EventGiveUp, Host: host, Attempt: 4, Reason: httpretry.StopNotResumable, Resume: true, Offset: 2 << 20},
+		{Kind: httpretry.EventHedge, Host: host, Attempt: 5, Wait: 3 * time.Millisecond, Hedge: true},
+		{Kind: httpretry.EventHedge, Host: host, Attempt: 7, Wait: 3 * time.Millisecond, Hedge: true},
+		{Kind: httpretry.EventHedgeWon, Host: host, Attempt: 7, StatusCode: 200, Hedge: true},
 	} {
 		m.Observe(e)
 	}
@@ -66,9 +69,15 @@ httpretry_resumes_total{host="api.example"} 1
 # HELP httpretry_body_failures_total Response bodies that failed after their headers: reset, cut short or stalled.
 # TYPE httpretry_body_failures_total counter
 httpretry_body_failures_total{host="api.example"} 2
+# HELP httpretry_hedges_total Hedged attempts sent: a second attempt of a request whose headers were late.
+# TYPE httpretry_hedges_total counter
+httpretry_hedges_total{host="api.example"} 2
+# HELP httpretry_hedge_wins_total Rounds whose winning response came from a hedge.
+# TYPE httpretry_hedge_wins_total counter
+httpretry_hedge_wins_total{host="api.example"} 1
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(wantBodies),
-		"httpretry_resumes_total", "httpretry_body_failures_total"); err != nil {
+		"httpretry_resumes_total", "httpretry_body_failures_total", "httpretry_hedges_total", "httpretry_hedge_wins_total"); err != nil {
 		t.Error(err)
 	}
 

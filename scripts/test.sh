@@ -16,10 +16,18 @@ echo "== go vet"
 go vet ./...
 
 echo "== go test -race"
-go test -race -count=1 -timeout 8m ./...
+# The fleet breaker's chaos and cluster tests run in their own step below.
+fleet='^(TestChaos|TestClusterFleetSurvivesFailover)$'
+go test -race -count=1 -timeout 8m -skip "$fleet" ./...
+
+echo "== fleet breaker under Redis faults (chaos) and through a Redis Cluster failover, with their figures"
+go test -race -count=1 -timeout 5m -v -run "$fleet" ./breaker/redisbreaker/ | grep -v '^=== '
 
 echo "== allocation checks (the race detector allocates, so they run without it)"
 go test -count=1 -run 'Alloc' ./...
+
+echo "== peak RSS of hordeproxy with oversized bodies (without the race detector, which multiplies memory)"
+go test -count=1 -run 'PeakRSS' ./cmd/hordeproxy/
 
 echo "== fuzz ParseRetryAfter (10s)"
 go test -run '^$' -fuzz '^FuzzParseRetryAfter$' -fuzztime 10s .

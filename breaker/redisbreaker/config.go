@@ -37,7 +37,9 @@ type Config struct {
 	// RefreshInterval is how often the shared state is read back, as a
 	// safety net under pub/sub (a missed message, a dropped subscription)
 	// and to notice that Redis is back after an outage. Measured on
-	// Config.Clock. Default 500 ms.
+	// Config.Clock. It is also how long, in real time, the subscription may
+	// stay quiet before it is checked with a PING (a hung server keeps a
+	// dead connection open). Default 500 ms.
 	RefreshInterval time.Duration
 
 	// WarnInterval is the least time between two "Redis unreachable"

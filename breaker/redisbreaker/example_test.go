@@ -69,3 +69,25 @@ func ExampleBreaker_Allow() {
 }
 
 func callUpstream() error { return nil }
+
+// On Redis Cluster, pass a cluster client: the breaker's keys share a hash
+// tag, so its scripts run on one master, and a failover of that master is an
+// outage the breaker rides out locally. It needs a cluster, so it is
+// compiled but not run.
+func Example_cluster() {
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{
+		Addrs:                 []string{"redis-0:6379", "redis-1:6379", "redis-2:6379"},
+		ContextTimeoutEnabled: true, // let OpTimeout bound every call
+	})
+	defer rdb.Close()
+
+	cb, err := redisbreaker.New(rdb, redisbreaker.Config{
+		Config: breaker.Config{Name: "aihorde.net"}, // keys httpretry:breaker:{aihorde.net}:*
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cb.Close()
+	client := &http.Client{Transport: &httpretry.Transport{Breaker: cb}}
+	_ = client
+}

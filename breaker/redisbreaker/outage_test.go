@@ -1,11 +1,14 @@
 package redisbreaker_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -63,7 +66,10 @@ func (m *maxLatency) String() string {
 func TestRedisOutageAndRestart(t *testing.T) {
 	leaktest.Check(t)
 	s := redistest.Start(t)
-	const cooldown = 300 * time.Millisecond
+	// Long enough that A's reopened state is still cooling down when Redis
+	// is back and A pushes it: an open state whose cooldown is over would
+	// not trip B and C, which are closed (see the reconciliation table).
+	const cooldown = time.Second
 	rs := fleet(t, s.Addr, 3, redisbreaker.Config{
 		Config:          breaker.Config{Name: "api", Cooldown: cooldown},
 		OpTimeout:       opTimeout,
@@ -152,7 +158,7 @@ func TestRedisOutageAndRestart(t *testing.T) {
 	}
 
 	// Redis returns empty. A is open and the fleet has no state: A pushes
-	// its trip, and B and C adopt it.
+	// its reopened state, and B and C adopt it.
 	b.drain()
 	c.drain()
 	s.Restart()
@@ -412,4 +418,136 @@ func TestPartitionedReplicaAdoptsRecovery(t *testing.T) {
 	if peer.State() != breaker.Closed {
 		t.Errorf("peer = %v; the reconnecting replica reopened the fleet", peer.State())
 	}
+}
+
+// blackhole is a go-redis dial hook that can freeze the connections that
+// carry a subscription: writes still succeed, nothing more is read, as when
+// the server behind them hangs or the network drops their packets. It counts
+// SUBSCRIBE commands sent.
+type blackhole struct {
+	mu         sync.Mutex
+	subs       []*holeConn
+	subscribes atomic.Int32
+}
+
+func (h *blackhole) DialHook(next redis.DialHook) redis.DialHook {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := next(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &holeConn{Conn: c, h: h, closed: make(chan struct{})}, nil
+	}
+}
+
+func (h *blackhole) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+
+func (h *blackhole) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// freeze freezes every connection that has carried a SUBSCRIBE so far.
+func (h *blackhole) freeze() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, c := range h.subs {
+		c.frozen.Store(true)
+	}
+}
+
+type holeConn struct {
+	net.Conn
+	h        *blackhole
+	frozen   atomic.Bool
+	closed   chan struct{}
+	once     sync.Once
+	mu       sync.Mutex
+	deadline time.Time
+}
+
+func (c *holeConn) Write(p []byte) (int, error) {
+	if bytes.Contains(p, []byte("\r\nsubscribe\r\n")) {
+		c.h.subscribes.Add(1)
+		c.h.mu.Lock()
+		c.h.subs = append(c.h.subs, c)
+		c.h.mu.Unlock()
+	}
+	return c.Conn.Write(p)
+}
+
+func (c *holeConn) SetDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.deadline = t
+	c.mu.Unlock()
+	return c.Conn.SetDeadline(t)
+}
+
+func (c *holeConn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.deadline = t
+	c.mu.Unlock()
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *holeConn) Read(p []byte) (int, error) {
+	if !c.frozen.Load() {
+		return c.Conn.Read(p)
+	}
+	c.mu.Lock()
+	deadline := c.deadline
+	c.mu.Unlock()
+	var expired <-chan time.Time
+	if !deadline.IsZero() {
+		t := time.NewTimer(time.Until(deadline))
+		defer t.Stop()
+		expired = t.C
+	}
+	select {
+	case <-c.closed:
+		return 0, net.ErrClosed
+	case <-expired:
+		return 0, &net.OpError{Op: "read", Net: "tcp", Addr: c.RemoteAddr(), Err: os.ErrDeadlineExceeded}
+	}
+}
+
+func (c *holeConn) Close() error {
+	c.once.Do(func() { close(c.closed) })
+	return c.Conn.Close()
+}
+
+// A subscription whose connection dies without closing (a hung server, a
+// cluster master replaced while it hung, a black-holed network) is noticed
+// by a PING that goes unanswered, and replaced: the replica subscribes again
+// on a new connection and hears the fleet's transitions through it. Before,
+// it kept waiting on the dead connection and learned of trips only from the
+// refresh.
+func TestDeadSubscriptionIsReplaced(t *testing.T) {
+	leaktest.Check(t)
+	s := redistest.Start(t)
+	var hole blackhole
+	cfg := redisbreaker.Config{
+		Config:          breaker.Config{Name: "api", Cooldown: time.Minute},
+		OpTimeout:       opTimeout,
+		RefreshInterval: 200 * time.Millisecond,
+	}
+	r := newReplica(t, s.Addr, cfg, &hole)
+	waitConnected(t, r)
+	peer := fleet(t, s.Addr, 1, cfg)[0]
+	if n := hole.subscribes.Load(); n != 1 {
+		t.Fatalf("%d SUBSCRIBE sent, want 1", n)
+	}
+
+	hole.freeze()
+	eventually(t, 5*time.Second, "a new subscription", func() bool { return hole.subscribes.Load() >= 2 })
+	waitConnected(t, r)
+
+	// The new subscription carries the fleet's transitions.
+	hole.mu.Lock()
+	live := hole.subs[len(hole.subs)-1]
+	hole.mu.Unlock()
+	if live.frozen.Load() {
+		t.Fatal("the new subscription is on a frozen connection")
+	}
+	fail(peer, 5)
+	waitState(t, r, breaker.Open, propagationBound)
 }

@@ -24,15 +24,18 @@
 // breaker's channel. Replicas mirror it into their local breaker (Trip with
 // the shared open-until, or Reset), so hooks, logs and Status behave as for a
 // local breaker. A periodic read of the state (RefreshInterval) catches
-// anything pub/sub missed.
+// anything pub/sub missed. A subscription quiet for RefreshInterval gets a
+// PING; one that goes unanswered for OpTimeout is on a dead connection (a
+// hung server keeps it open) and is replaced.
 //
 // Once the cooldown is over, a replica that wants to probe first takes a local
 // probe slot, then a lease in Redis (one key per probe slot, expiring after
 // Cooldown, so a holder that dies cannot wedge the fleet). This is the only
 // Redis call made on a request's path, only in half-open, and it is bounded by
 // OpTimeout. A replica that finds every lease held remembers until when and
-// refuses locally meanwhile. The probe's success closes the fleet; its failure
-// reopens it.
+// refuses locally meanwhile, until a "free" message says a lease was given
+// back early (its caller released the permit) or the next refresh. The
+// probe's success closes the fleet; its failure reopens it.
 //
 // # When Redis fails
 //
@@ -41,17 +44,84 @@
 // warning (at most one per WarnInterval) and behaves as a local breaker: it
 // keeps counting and tripping on its own, and in half-open admits its own
 // local probe. No request fails, or waits longer than OpTimeout, because of
-// Redis. The refresher keeps trying; when Redis answers again the breaker
-// resubscribes and resynchronises: if the fleet's state is closed (or gone,
-// after a restart) while this replica is open, it pushes its open state to
-// the fleet; otherwise it adopts the fleet's state.
+// Redis, whether Redis is down, hung (stopped, or busy in a slow command) or
+// slow. The refresher keeps trying; when Redis answers again the breaker
+// resubscribes and reconciles.
+//
+// A lease call that times out is given back by its token, and the release
+// leaves a tombstone for that token, so the call cannot take a lease later
+// if Redis runs it after the release (it was queued behind a busy Redis).
+//
+// # Reconciliation by evidence
+//
+// Every transition in Redis records at: when the evidence behind it (the
+// failures that tripped it, the probe that closed or reopened it) was seen,
+// on the clock of the replica that saw it. Each replica remembers the same of
+// its local view: the at of the shared transition it mirrors, or the time of
+// its own evidence when that is newer (its failures tripped it, or its probe
+// closed or reopened it, typically while Redis was out of reach). Whenever
+// the replica reads the shared state (a message, a refresh, the reply to a
+// write, or the first read after an outage or a restart) it merges the two:
+// the newer evidence wins, not Redis. A snapshot that is the very transition
+// the local view already reflects changes nothing.
+//
+//	local view  shared state            shared state is newer     local view is newer
+//	closed      missing                 stay closed               stay closed
+//	closed      closed                  adopt its count           stay closed
+//	closed      open, cooling down      open until its until      push closed
+//	closed      open, cooldown over     stay closed               push closed
+//	open        missing                 push open                 push open
+//	open        closed                  close                     push open
+//	open        open, cooling down      open until its until      stay open, until the later of the two
+//	open        open, cooldown over     half-open                 push open
+//
+// "Open" includes half-open. "Push" writes the local view to Redis, with the
+// time of its evidence, through a script that applies it only if the shared
+// state's last transition is older still (so pushes never undo newer
+// evidence, and two replicas pushing at once settle on the newer); pushing
+// open over an open state whose cooldown is over takes effect only if the
+// pushed cooldown is not over too. So: a
+// replica that closed on a successful probe while Redis was frozen pushes the
+// close when Redis answers, instead of going back to open from Redis's stale
+// snapshot; a replica that opened on fresh failures pushes the open state; a
+// replica cut off while the fleet recovered adopts the recovery; a Redis that
+// restarted empty, or a failover that lost the last writes, is refilled with
+// what the replicas saw. An open state whose cooldown is over never trips a
+// closed replica: the fleet is only waiting for a probe, and that replica
+// either saw the upstream work more recently or has no evidence either way.
+// Generations order transitions within one millisecond.
+//
+// # Close
+//
+// Every Redis call the breaker makes, including go-redis's own connection
+// attempts for the subscription, is bounded by OpTimeout, so Close returns
+// within about OpTimeout whatever Redis is doing (up, down, hung since before
+// New or since after it) and leaves no goroutine behind.
 //
 // OpTimeout is enforced in two ways: every call gets a context with that
 // deadline, and the request-path call (the probe lease) is also abandoned
 // after OpTimeout of real time even if the client ignores the context. go-redis
 // ignores context deadlines for socket reads unless the client is created
-// with ContextTimeoutEnabled: true, so set it: the background calls then
-// respect OpTimeout too, and Close returns promptly even if Redis hangs.
+// with ContextTimeoutEnabled: true, so set it (New logs a warning when a
+// client says it is off): the background calls then respect OpTimeout too,
+// and Close is prompt even if Redis hangs.
+//
+// # Redis Cluster
+//
+// A breaker's keys share a hash tag ({name}), so they live in one slot and
+// its scripts run on that slot's master. Pass a *redis.ClusterClient (or a
+// UniversalClient with several addresses). Transitions are published with
+// PUBLISH, which a cluster forwards to every node, so the subscription works
+// whichever node go-redis subscribes on (the slot's master). When the master
+// of the breaker's slot fails (crashes, or hangs), Redis calls fail or time
+// out until a replica takes over: meanwhile the breaker works locally, as in
+// any outage, and its subscription moves to the new master. go-redis
+// keeps sending to a dead master until its next periodic reload of the slot
+// map (ClusterOptions.ClusterStateReloadInterval, 60 s by default), so the
+// breaker asks the client for a reload whenever a call fails; the fleet is
+// back within a few RefreshIntervals of the takeover. Transitions that had
+// not reached the replica before the failover are restored by
+// reconciliation.
 //
 // # Configuration
 //
@@ -65,22 +135,23 @@
 // # Keys
 //
 // For breaker "api" with the default prefix: the hash
-// httpretry:breaker:{api}:state (state, gen, until, failures, retrips,
+// httpretry:breaker:{api}:state (state, gen, until, failures, at, retrips,
 // probe_ok), one lease per probe slot httpretry:breaker:{api}:probe:0..N-1,
-// and the channel httpretry:breaker:{api}:events. The braces are a Redis
-// Cluster hash tag. The hash expires 4 cooldowns (at least 10 s) after its
-// last write, a lease after one cooldown.
+// tombstones of given-back lease tokens httpretry:breaker:{api}:released:*,
+// and the channel httpretry:breaker:{api}:events. The hash expires 4
+// cooldowns (at least 10 s) after its last write, a lease and a tombstone
+// after one cooldown.
 //
 // # Running Redis
 //
-// Any Redis 5 or later (tested with 7.0): an existing server, or locally
+// Any Redis 5 or later (tested with 7.0, standalone and as a cluster of
+// three masters with a replica each): an existing server, or locally
 // "apt-get install redis-server" (or "docker run -p 6379:6379 redis").
 // Scripts use TIME before writing, which needs effects replication (the
-// default since Redis 5). A breaker's keys share a hash tag, so its scripts
-// are valid on Redis Cluster too (not tested here). Persistence is not needed: a
-// Redis that restarts empty is refilled by the replicas. The replicas' clocks
-// should agree to well within a cooldown, since the open-until time is the
-// wall-clock time of the replica that opened the breaker.
+// default since Redis 5). Persistence is not needed: a Redis that restarts
+// empty is refilled by the replicas. The replicas' clocks should agree to
+// well within a cooldown, since open-until and at are wall-clock times of
+// the replicas that saw them.
 package redisbreaker
 
 import (
@@ -123,6 +194,7 @@ type Breaker struct {
 	hook   func(name string, from, to breaker.State) // the user's OnStateChange
 	ratio  bool                                      // the local breaker keeps a failure-ratio window
 
+	base    string   // the prefix and hash-tagged name every key starts with
 	keys    []string // the state hash, then one lease key per probe slot
 	channel string
 	seq     atomic.Uint64 // lease tokens
@@ -131,21 +203,18 @@ type Breaker struct {
 	// it, so an outcome from before a transition is ignored.
 	gen atomic.Uint64
 
-	// What this replica knows of the shared state. remoteFailures is an
-	// estimate (a failure being written counts already) that decides
-	// whether a success must reset the shared count.
-	remoteOpen     atomic.Bool
+	// remoteFailures is what this replica knows of the shared failure
+	// count: an estimate (a failure being written counts already) that
+	// decides whether a success must reset it.
 	remoteFailures atomic.Int64
 	// busyUntil (Unix ms on the clock) is when the probe leases another
-	// replica holds expire; until then half-open callers are refused
-	// without asking Redis.
-	busyUntil   atomic.Int64
-	tripPending atomic.Bool // a trip of this replica's is queued for Redis
-	// ownTrip says the local view is open on this replica's own evidence
-	// (its failures, or its probe's), not as a mirror of the fleet.
-	ownTrip    atomic.Bool
-	down       atomic.Bool // Redis is unreachable: act as a local breaker
-	subscribed atomic.Bool
+	// replica holds expire; until then, or until a "free" message or the
+	// next refresh, half-open callers are refused without asking Redis.
+	busyUntil    atomic.Int64
+	tripPending  atomic.Bool // a push of this replica's open state is queued
+	closePending atomic.Bool // a push of this replica's close is queued
+	down         atomic.Bool // Redis is unreachable: act as a local breaker
+	subscribed   atomic.Bool
 
 	ops     chan op
 	applyCh chan snapshot
@@ -153,12 +222,16 @@ type Breaker struct {
 	done    chan struct{}
 	ctx     context.Context // cancelled by Close
 	cancel  context.CancelFunc
-	ps      *redis.PubSub
+	psMu    sync.Mutex    // guards ps, which the subscriber replaces when its connection dies
+	ps      *redis.PubSub // the subscription; see subscribeLoop
 	wg      sync.WaitGroup
 	once    sync.Once
 	lifeMu  sync.RWMutex // see bounded and Close
 
-	knownGen int64 // the newest generation adopted; owned by the applier
+	// known is the evidence behind the local view: the shared transition it
+	// mirrors, or this replica's own failures or probe when newer.
+	viewMu sync.Mutex
+	known  evidence
 
 	mu       sync.Mutex
 	plain    []plainProbe  // probes admitted by Allow, awaiting RecordSuccess/RecordFailure
@@ -206,13 +279,19 @@ func New(client redis.UniversalClient, cfg Config) (*Breaker, error) {
 	if b.local, err = breaker.New(lc); err != nil {
 		return nil, err
 	}
-	base := cfg.Prefix + "{" + cfg.Name + "}:"
-	b.channel = base + "events"
-	b.keys = []string{base + "state"}
+	b.base = cfg.Prefix + "{" + cfg.Name + "}:"
+	b.channel = b.base + "events"
+	b.keys = []string{b.base + "state"}
 	for i := range cfg.HalfOpenProbes {
-		b.keys = append(b.keys, base+"probe:"+strconv.Itoa(i))
+		b.keys = append(b.keys, b.base+"probe:"+strconv.Itoa(i))
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
+	if !contextTimeouts(client) {
+		b.logger().LogAttrs(context.Background(), slog.LevelWarn,
+			"circuit breaker: the Redis client ignores context deadlines (ContextTimeoutEnabled is false): "+
+				"OpTimeout bounds requests, but background calls and Close may wait for the client's own timeouts",
+			slog.String("breaker", cfg.Name))
+	}
 
 	// The first read is applied here, before any goroutine runs, so that New
 	// returns a breaker that already knows the fleet is open.
@@ -220,7 +299,6 @@ func New(client redis.UniversalClient, cfg Config) (*Breaker, error) {
 	if err != nil {
 		b.markDown(err)
 	} else {
-		s.resync = true
 		b.adopt(s)
 	}
 	// No channel yet, so this does not connect: the subscriber does, off
@@ -236,20 +314,41 @@ func New(client redis.UniversalClient, cfg Config) (*Breaker, error) {
 }
 
 // Close stops the background goroutines and waits for them. Writes still
-// queued are dropped. The breaker goes on answering as a local breaker
-// afterwards, without Redis. It does not close the client. Do not call it
-// from OnStateChange.
+// queued are dropped. Every Redis call the breaker makes is bounded by
+// OpTimeout, so with a client created with ContextTimeoutEnabled Close
+// returns within about OpTimeout whatever state Redis is in (up, down, or
+// hung since before New), leaving no goroutine behind. The breaker goes on
+// answering as a local breaker afterwards, without Redis. It does not close
+// the client. Do not call it from OnStateChange.
 func (b *Breaker) Close() error {
 	b.lifeMu.Lock()
 	b.once.Do(func() {
 		close(b.done)
 		b.cancel()
 		b.subscribed.Store(false)
-		b.ps.Close()
 	})
 	b.lifeMu.Unlock()
+	// Outside lifeMu: it waits for a connection attempt of the subscriber's
+	// to end (within OpTimeout), and a lease call must not wait on that.
+	// The subscriber replaces ps only while the breaker is open, under psMu.
+	b.psMu.Lock()
+	ps := b.ps
+	b.psMu.Unlock()
+	ps.Close()
 	b.wg.Wait()
 	return nil
+}
+
+// contextTimeouts reports whether client lets context deadlines bound its
+// socket reads and writes, for the clients whose options say.
+func contextTimeouts(client redis.UniversalClient) bool {
+	switch c := client.(type) {
+	case interface{ Options() *redis.Options }:
+		return c.Options().ContextTimeoutEnabled
+	case interface{ Options() *redis.ClusterOptions }:
+		return c.Options().ContextTimeoutEnabled
+	}
+	return true // unknown: do not warn
 }
 
 // Name returns Config.Name.
@@ -373,8 +472,9 @@ func (b *Breaker) lease(lp breaker.Permit) (breaker.Permit, error) {
 
 	token := b.cfg.ReplicaID + ":" + strconv.FormatUint(b.seq.Add(1), 10)
 	untilMs, failures := b.localOpenUntil()
+	at := b.knownEvidence().at
 	s, err := b.bounded(func(ctx context.Context) (snapshot, error) {
-		return b.run(ctx, acquireScript, token, ms(b.cfg.leaseTTL()), untilMs, failures)
+		return b.runKeys(ctx, acquireScript, b.leaseKeys(token), token, ms(b.cfg.leaseTTL()), untilMs, failures, at)
 	}, func(s snapshot, err error, used bool) {
 		// Give back a lease nobody will use: one granted after we stopped
 		// waiting, or one Redis may have granted to a call that failed (with
@@ -403,6 +503,11 @@ func (b *Breaker) lease(lp breaker.Permit) (breaker.Permit, error) {
 		// the local view.
 		lp.Release()
 		return breaker.NewPermit(b, b.gen.Load(), false), nil
+	case codeReleased:
+		// Only a call whose token was given back gets this, and that call's
+		// result is never used: the caller went ahead as a local probe.
+		lp.Release()
+		return breaker.Permit{}, b.halfOpenError()
 	default: // codeOpen: another replica's probe failed and reopened it
 		lp.Release()
 		return breaker.Permit{}, &breaker.OpenError{Name: b.cfg.Name, State: breaker.Open,
@@ -420,11 +525,12 @@ func (b *Breaker) localProbe(lp breaker.Permit) breaker.Permit {
 	return breaker.NewPermit(&probe{b: b, local: lp}, 0, true)
 }
 
-// localOpenUntil is the local view's open-until (Unix ms) and failure count,
-// for pushing it to the fleet.
+// localOpenUntil is the local view's open-until (Unix ms) and failure count
+// (its own, or the fleet's as last seen if higher), for pushing it to the
+// fleet.
 func (b *Breaker) localOpenUntil() (untilMs, failures int64) {
 	d, _ := b.local.UntilRetry()
-	return b.nowMs() + ms(d), int64(b.local.ConsecutiveFailures())
+	return b.nowMs() + ms(d), int64(b.ConsecutiveFailures())
 }
 
 // RecordSuccess reports a successful call, as breaker.Breaker.RecordSuccess
@@ -493,9 +599,12 @@ func (b *Breaker) closedFailure() {
 	b.local.RecordFailure()
 	b.remoteFailures.Add(1)
 	b.send(op{kind: opFailure})
-	if !b.remoteOpen.Load() && b.local.State() != breaker.Closed {
-		b.ownTrip.Store(true)
-		b.pushTrip() // this replica tripped on its own: tell the fleet
+	if b.local.State() != breaker.Closed {
+		// This replica tripped on its own evidence: tell the fleet. The
+		// script leaves a fleet that is open already alone.
+		now := b.nowMs()
+		b.noteOwn(now)
+		b.pushTrip(now)
 	}
 }
 
@@ -527,8 +636,10 @@ type probe struct {
 
 func (p *probe) RecordPermit(_ uint64, _ bool, o breaker.Outcome) {
 	p.local.Record(o)
-	if o == breaker.Failure {
-		p.b.ownTrip.Store(true) // reopened on this replica's evidence
+	// A probe that closed or reopened the local view is evidence of this
+	// replica's own, newer than the shared state it probed.
+	if st := p.b.local.State(); o == breaker.Failure && st != breaker.Closed || o == breaker.Success && st == breaker.Closed {
+		p.b.noteOwn(p.b.nowMs())
 	}
 	if p.token == "" {
 		return

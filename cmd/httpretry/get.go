@@ -97,6 +97,10 @@ flags:
                            it (default 60s; 0: never)
       --max-resumes N      range requests that may continue a cut body
                            (default 20; 0: none)
+      --hedge DELAY|auto   when the response headers are late by DELAY
+                           (auto: the host's p95, learnt as it goes), send
+                           a second attempt and take the first answer
+                           (GET and other idempotent requests only)
       --cacert FILE        trust the PEM CA certificates in FILE for https
   -k, --insecure           do not verify the server's certificate (warned)
       --retry-non-idempotent
@@ -113,6 +117,11 @@ ETag or Last-Modified), and only then: never a body made of two versions.
 Durations are Go durations: 250ms, 2s, 1m30s. Secrets are redacted from the
 log and from error messages: userinfo, key/token/secret query values, and the
 Authorization, Proxy-Authorization, Cookie and other credential headers.
+
+With OTEL_EXPORTER_OTLP_ENDPOINT set (or OTEL_TRACES_EXPORTER or
+OTEL_METRICS_EXPORTER=otlp), the call and each of its attempts are exported
+as OpenTelemetry spans, with the retry metrics, over OTLP/HTTP; TRACEPARENT
+makes the call part of a parent's trace. Without them nothing is exported.
 
 exit codes:
   0    success: final status below 400
@@ -150,6 +159,7 @@ type getOptions struct {
 	maxResumes         int
 	cacert             string
 	insecure           bool
+	hedge              *httpretry.HedgeConfig
 	include            bool
 	location           bool
 	attempts           int
@@ -237,6 +247,8 @@ func parseGetArgs(args []string) (*getOptions, error) {
 	fs.DurationVar(&o.stallTimeout, "stall-timeout", httpretry.DefaultStallTimeout, "")
 	fs.IntVar(&o.maxResumes, "max-resumes", httpretry.DefaultMaxResumes, "")
 	fs.StringVar(&o.cacert, "cacert", "", "")
+	var hedge string
+	fs.StringVar(&hedge, "hedge", "", "")
 	for _, name := range []string{"k", "insecure"} {
 		fs.BoolVar(&o.insecure, name, false, "")
 	}
@@ -291,6 +303,17 @@ func parseGetArgs(args []string) (*getOptions, error) {
 		o.headers = append(o.headers, getHeader{name: name, value: value})
 	}
 	o.data = data
+	switch hedge {
+	case "":
+	case "auto":
+		o.hedge = &httpretry.HedgeConfig{}
+	default:
+		d, err := time.ParseDuration(hedge)
+		if err != nil || d <= 0 {
+			return nil, getUsagef("--hedge takes a positive duration or auto (got %q)", hedge)
+		}
+		o.hedge = &httpretry.HedgeConfig{Delay: d}
+	}
 	switch offset {
 	case "":
 	case "-":
@@ -463,7 +486,9 @@ func getMain(ctx context.Context, args []string, env getEnv) int {
 	// line of defence behind structural redaction, for error texts we do not
 	// control.
 	stderr := newGetScrubber(env.stderr, getSecrets(opts.url, opts.headers))
-	g := &getRun{opts: opts, env: env, stderr: stderr}
+	tel := startGetTelemetry(ctx, stderr) // nil unless OTEL_* asks for export
+	defer tel.shutdown()
+	g := &getRun{opts: opts, env: env, stderr: stderr, tel: tel}
 	return g.run(ctx)
 }
 
@@ -474,6 +499,7 @@ type getRun struct {
 	env    getEnv
 	stderr io.Writer
 	logger *slog.Logger
+	tel    *getTelemetry // nil when telemetry is off
 
 	ctx      context.Context                      // the call's, --timeout included
 	attempts atomic.Int64                         // every attempt, redirect hops included
@@ -494,6 +520,7 @@ func (g *getRun) run(ctx context.Context) int {
 		ctx, cancel = context.WithTimeout(ctx, opts.timeout)
 		defer cancel()
 	}
+	ctx = g.tel.startCall(ctx, opts.requestMethod(), opts.url, g.logger)
 	g.ctx = ctx
 	req, err := g.newRequest(ctx, body)
 	if err != nil {
@@ -503,6 +530,7 @@ func (g *getRun) run(ctx context.Context) int {
 	if err != nil {
 		return g.fail(0, 0, 0, err)
 	}
+	g.tel.instrument(tr)
 	if err := tr.Validate(); err != nil {
 		// parseGetArgs checks the same limits, so this is a backstop.
 		return g.fail(0, 0, 0, &getUsageError{msg: strings.TrimPrefix(err.Error(), "httpretry: ")})
@@ -605,6 +633,7 @@ func (g *getRun) newTransport() (*httpretry.Transport, error) {
 		Policy:             p,
 		StallTimeout:       o.stallTimeout,
 		MaxResumes:         o.maxResumes,
+		Hedge:              o.hedge,
 		RetryNonIdempotent: o.retryNonIdempotent,
 		Observer:           g.observe,
 	}
@@ -818,6 +847,7 @@ func (t *getTagWriter) Write(p []byte) (int, error) {
 // summary writes the -v line that ends every run: what was asked, what came
 // back, how many attempts and how long, and why retries stopped if they did.
 func (g *getRun) summary(status int, elapsed time.Duration, n int64, code int, err error) {
+	g.tel.endCall(status, n, code, err)
 	if !g.opts.verbose {
 		return
 	}

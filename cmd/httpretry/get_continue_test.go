@@ -225,3 +225,22 @@ func TestGetCACertAndInsecure(t *testing.T) {
 		t.Fatalf("--cacert without PEM: exit %d; stderr:\n%s", r.code, r.stderr)
 	}
 }
+
+// --hedge sends a second request when the first one's headers are late, and
+// the first answer wins.
+func TestGetHedge(t *testing.T) {
+	t.Parallel()
+	srv := faultserver.Start(t, faultserver.Config{Behavior: func(n int, _ *http.Request) faultserver.Fault {
+		if n == 0 {
+			return faultserver.StallBeforeHeaders()
+		}
+		return faultserver.OK().WithBody([]byte("second"))
+	}})
+	r := getRunBinary(t, nil, append(getFast, "-v", "--hedge", "50ms", srv.URL)...)
+	if r.code != getExitOK || string(r.stdout) != "second" || srv.Requests() != 2 {
+		t.Fatalf("exit %d, %q after %d requests; stderr:\n%s", r.code, r.stdout, srv.Requests(), r.stderr)
+	}
+	if r = getRunBinary(t, nil, "--hedge", "soon", srv.URL); r.code != exitUsage {
+		t.Fatalf("--hedge soon: exit %d", r.code)
+	}
+}

@@ -105,40 +105,5 @@ func (s *getScrubber) Write(p []byte) (int, error) {
 }
 
 // getRedactError returns err's message with every URL net/http put in it
-// redacted. A *url.Error quotes the request URL in full, query token and
-// userinfo included; client.Do adds one around the transport's error (which
-// redacts its own), and a redirect adds one per hop, so all of them are
-// found, not just the outermost.
-func getRedactError(err error) string {
-	msg := err.Error()
-	for _, ue := range getURLErrors(err) {
-		if safe := httpretry.RedactURLString(ue.URL); ue.URL != "" && safe != ue.URL {
-			msg = strings.ReplaceAll(msg, ue.URL, safe)
-		}
-	}
-	return msg
-}
-
-// getURLErrors collects every *url.Error in err's tree.
-func getURLErrors(err error) []*url.Error {
-	var out []*url.Error
-	var walk func(error)
-	walk = func(e error) {
-		if e == nil {
-			return
-		}
-		if ue, ok := e.(*url.Error); ok {
-			out = append(out, ue)
-		}
-		switch u := e.(type) {
-		case interface{ Unwrap() error }:
-			walk(u.Unwrap())
-		case interface{ Unwrap() []error }:
-			for _, c := range u.Unwrap() {
-				walk(c)
-			}
-		}
-	}
-	walk(err)
-	return out
-}
+// redacted (httpretry.RedactError).
+func getRedactError(err error) string { return httpretry.RedactError(err) }

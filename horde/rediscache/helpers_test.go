@@ -20,10 +20,8 @@ import (
 	"github.com/hordekit/httpretry/horde"
 )
 
-// fixtureDir is /work/shared/fixtures/aihorde seen from this package, and
-// shared/fixtures/aihorde beside the repository in CI: the same place
-// horde's own tests read, one directory further up.
-var fixtureDir = filepath.Join("..", "..", "..", "shared", "fixtures", "aihorde")
+// fixtureDir holds the AI Horde fixtures: horde's testdata, in the module.
+var fixtureDir = filepath.Join("..", "testdata", "aihorde")
 
 // statusFixture is what the fake API serves for the image model status, the
 // endpoint these tests read.
@@ -37,15 +35,12 @@ var epoch = time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 
 var discard = slog.New(slog.DiscardHandler)
 
-// loadFixture reads a fixture, failing (never skipping) when the directory is
-// not where the tests expect it, so a moved checkout is noticed.
+// loadFixture reads a fixture, failing (never skipping) when it is missing.
 func loadFixture(t *testing.T, name string) []byte {
 	t.Helper()
-	p := filepath.Join(fixtureDir, name)
-	b, err := os.ReadFile(p)
+	b, err := os.ReadFile(filepath.Join(fixtureDir, name))
 	if err != nil {
-		abs, _ := filepath.Abs(p)
-		t.Fatalf("AI Horde fixture missing at %s: %v (the fixtures live in shared/fixtures/aihorde beside the repository)", abs, err)
+		t.Fatalf("AI Horde fixture missing: %v", err)
 	}
 	return b
 }

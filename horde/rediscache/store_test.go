@@ -5,8 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -25,26 +23,6 @@ const (
 	// hung: OpTimeout plus room for a loaded machine.
 	latencyBound = opTimeout + 500*time.Millisecond
 )
-
-// The fixtures are where the tests look for them; a missing directory fails
-// the run rather than skipping the tests that need it.
-func TestFixtureDirResolves(t *testing.T) {
-	abs, err := filepath.Abs(fixtureDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fi, err := os.Stat(abs)
-	if err != nil || !fi.IsDir() {
-		t.Fatalf("fixture directory %s (from %s): %v", abs, fixtureDir, err)
-	}
-	if filepath.Base(abs) != "aihorde" || filepath.Base(filepath.Dir(abs)) != "fixtures" {
-		t.Fatalf("fixture directory resolves to %s, want .../shared/fixtures/aihorde", abs)
-	}
-	if len(loadFixture(t, statusFixture)) == 0 {
-		t.Fatalf("%s is empty", statusFixture)
-	}
-	t.Logf("fixtures: %s", abs)
-}
 
 func TestRoundTrip(t *testing.T) {
 	leaktest.Check(t)

@@ -2,11 +2,15 @@
 // port, in the test's temporary directory, with persistence off, stopped when
 // the test ends. Tests of Redis-backed code run against the real server rather
 // than a mock, so they see its real errors, timeouts and restarts.
+// StartCluster starts a real Redis Cluster the same way: several
+// redis-server processes with cluster mode on, joined by redis-cli, with
+// replicas, and Cluster.KillMaster crashes a master so that a replica takes
+// over.
 //
-// When redis-server is not installed, Start skips the test with a message
-// saying how to install it, except in CI (the environment variable CI is
-// non-empty), where a missing server fails the test: CI must not pass by
-// skipping what it was meant to check.
+// When redis-server (or redis-cli, for a cluster) is not installed, Start
+// skips the test with a message saying how to install it, except in CI (the
+// environment variable CI is non-empty), where a missing server fails the
+// test: CI must not pass by skipping what it was meant to check.
 package redistest
 
 import (
@@ -18,6 +22,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -44,9 +49,11 @@ type Server struct {
 	t    testing.TB
 	bin  string
 	port int
+	args []string // more redis-server arguments (cluster mode)
 
-	mu   sync.Mutex
-	proc *process // nil while stopped
+	mu     sync.Mutex
+	proc   *process // nil while stopped
+	paused bool
 }
 
 // process is one run of redis-server.
@@ -61,16 +68,29 @@ type process struct {
 // the test ends. It returns once the server answers PING.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	bin, err := exec.LookPath("redis-server")
+	return start(t, lookPath(t, "redis-server"), t.TempDir())
+}
+
+// lookPath finds a Redis program, or skips (fails in CI) saying how to
+// install it.
+func lookPath(t testing.TB, name string) string {
+	t.Helper()
+	bin, err := exec.LookPath(name)
 	if err != nil {
-		const msg = "redis-server not installed: apt-get install redis-server " +
-			"(the Redis-backed tests need a real server on PATH)"
+		msg := name + " not installed: apt-get install redis-server " +
+			"(the Redis-backed tests need a real server on PATH; redis-cli comes with it)"
 		if os.Getenv("CI") != "" {
 			t.Fatalf("redistest: CI is set and %s", msg)
 		}
 		t.Skip("redistest: SKIPPING: " + msg)
 	}
-	s := &Server{t: t, bin: bin, Dir: t.TempDir()}
+	return bin
+}
+
+// start starts a server in dir with the extra arguments, on a free port.
+func start(t testing.TB, bin, dir string, args ...string) *Server {
+	t.Helper()
+	s := &Server{t: t, bin: bin, Dir: dir, args: args}
 	t.Cleanup(s.shutdown)
 
 	var lastErr error
@@ -120,6 +140,33 @@ func (s *Server) Pause() { s.signal(syscall.SIGSTOP) }
 // Resume lets a paused server run again (SIGCONT).
 func (s *Server) Resume() { s.signal(syscall.SIGCONT) }
 
+// Sleep makes the server run DEBUG SLEEP for d: it is busy in one slow
+// command and answers nothing else meanwhile, though it is running and
+// accepts connections. Sleep returns once the command is sent; the channel
+// receives the command's error (nil) when the server is awake again.
+func (s *Server) Sleep(d time.Duration) <-chan error {
+	done := make(chan error, 1)
+	conn, err := net.DialTimeout("tcp", s.Addr, time.Second)
+	if err != nil {
+		done <- err
+		return done
+	}
+	conn.SetDeadline(time.Now().Add(d + startTimeout))
+	secs := strconv.FormatFloat(d.Seconds(), 'f', 3, 64)
+	cmd := fmt.Sprintf("*3\r\n$5\r\nDEBUG\r\n$5\r\nSLEEP\r\n$%d\r\n%s\r\n", len(secs), secs)
+	if _, err := conn.Write([]byte(cmd)); err != nil {
+		conn.Close()
+		done <- err
+		return done
+	}
+	go func() {
+		defer conn.Close()
+		_, err := readReply(bufio.NewReader(conn))
+		done <- err
+	}()
+	return done
+}
+
 func (s *Server) signal(sig syscall.Signal) {
 	s.t.Helper()
 	s.mu.Lock()
@@ -130,12 +177,13 @@ func (s *Server) signal(sig syscall.Signal) {
 	if err := s.proc.cmd.Process.Signal(sig); err != nil {
 		s.t.Fatalf("redistest: %v: %v", sig, err)
 	}
+	s.paused = sig == syscall.SIGSTOP
 }
 
 // start runs redis-server on s.port and waits for PING. On failure the
 // process is gone and the error carries its output.
 func (s *Server) start() error {
-	cmd := exec.Command(s.bin,
+	args := []string{
 		"--port", strconv.Itoa(s.port),
 		"--bind", "127.0.0.1",
 		"--dir", s.Dir,
@@ -143,7 +191,9 @@ func (s *Server) start() error {
 		"--appendonly", "no",
 		"--daemonize", "no",
 		"--logfile", "",
-	)
+	}
+	args = append(args, debugArgs(s.bin)...)
+	cmd := exec.Command(s.bin, append(args, s.args...)...)
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
@@ -173,7 +223,7 @@ func (s *Server) stopLocked(sig syscall.Signal) {
 	if p == nil {
 		return
 	}
-	s.proc = nil
+	s.proc, s.paused = nil, false
 	p.cmd.Process.Signal(sig)
 	p.cmd.Process.Signal(syscall.SIGCONT)
 	select {
@@ -183,6 +233,27 @@ func (s *Server) stopLocked(sig syscall.Signal) {
 		<-p.exited
 	}
 }
+
+// debugArgs allows DEBUG (for Sleep) from loopback: Redis 7 refuses it by
+// default, and older versions do not know the option.
+func debugArgs(bin string) []string {
+	versionOnce.Do(func() {
+		out, _ := exec.Command(bin, "--version").Output()
+		// "Redis server v=7.0.15 sha=..."
+		_, v, _ := strings.Cut(string(out), "v=")
+		major, _, _ := strings.Cut(v, ".")
+		serverMajor, _ = strconv.Atoi(major)
+	})
+	if serverMajor >= 7 {
+		return []string{"--enable-debug-command", "local"}
+	}
+	return nil
+}
+
+var (
+	versionOnce sync.Once
+	serverMajor int
+)
 
 // shutdown is the cleanup: a graceful stop.
 func (s *Server) shutdown() {

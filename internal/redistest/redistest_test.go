@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/hordekit/httpretry/internal/leaktest"
 	"github.com/hordekit/httpretry/internal/redistest"
@@ -112,5 +113,110 @@ func TestMissingServer(t *testing.T) {
 					f.skipped, f.fatal, map[bool]string{true: "skip", false: "failure"}[tc.wantSkip])
 			}
 		})
+	}
+}
+
+// A cluster of 3 masters with a replica each forms, serves a key on the
+// master of its slot, and survives that master's crash: a replica takes over
+// with the data it had replicated.
+func TestClusterFailover(t *testing.T) {
+	leaktest.Check(t)
+	start := time.Now()
+	c := redistest.StartCluster(t, 3, 1)
+	t.Logf("cluster of %d nodes ready in %v", len(c.Nodes), time.Since(start))
+	if len(c.Nodes) != 6 || len(c.Addrs()) != 6 {
+		t.Fatalf("%d nodes, want 6", len(c.Nodes))
+	}
+	const key = "{api}:state"
+	m := c.MasterFor(key)
+	if _, err := m.Do("SET", key, "open"); err != nil {
+		t.Fatalf("SET on the slot's master: %v", err)
+	}
+	// Every Do is a new connection, so WAIT would have nothing to wait for:
+	// wait until the replica has acknowledged the master's offset instead.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		info, err := m.Do("INFO", "replication")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var offset, acked string
+		for _, line := range strings.Split(info, "\r\n") {
+			if v, ok := strings.CutPrefix(line, "master_repl_offset:"); ok {
+				offset = v
+			}
+			if strings.HasPrefix(line, "slave0:") {
+				_, acked, _ = strings.Cut(line, ",offset=")
+				acked, _, _ = strings.Cut(acked, ",")
+			}
+		}
+		if offset != "" && offset != "0" && acked == offset {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the replica did not acknowledge the write:\n%s", info)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, n := range c.Nodes {
+		if n == m {
+			continue
+		}
+		if _, err := n.Do("SET", key, "x"); err == nil || !strings.Contains(err.Error(), "MOVED") {
+			t.Errorf("SET on %s: %v, want MOVED to the slot's master", n.Addr, err)
+		}
+	}
+
+	old, promoted, took := c.KillMaster(key)
+	t.Logf("replica %s took over from %s %v after the kill", promoted.Addr, old.Addr, took)
+	if old != m || promoted == m {
+		t.Fatalf("KillMaster killed %s and promoted %s; the slot's master was %s", old.Addr, promoted.Addr, m.Addr)
+	}
+	if c.MasterFor(key) != promoted {
+		t.Fatal("MasterFor does not name the promoted replica")
+	}
+	if v, err := promoted.Do("GET", key); err != nil || v != "open" {
+		nodes, _ := promoted.Do("CLUSTER", "NODES")
+		repl, _ := promoted.Do("INFO", "replication")
+		t.Fatalf("GET on the new master = %q, %v; want the replicated value\n%s\n%s", v, err, nodes, repl)
+	}
+	if err := old.Ping(); err == nil {
+		t.Fatal("the killed master still answers")
+	}
+
+	// The killed master comes back as the new master's replica; then the
+	// new master hangs, and it takes over again, with the data it synced.
+	c.Rejoin(old)
+	if role, err := old.Do("ROLE"); err != nil || !strings.HasPrefix(role, "slave") {
+		t.Fatalf("ROLE of the rejoined node = %q, %v; want a replica", role, err)
+	}
+	hung, again, took := c.HangMaster(key)
+	t.Logf("%s took over again from the hung %s %v after it froze", again.Addr, hung.Addr, took)
+	if hung != promoted || again != old {
+		t.Fatalf("HangMaster froze %s and promoted %s; want %s frozen and %s promoted", hung.Addr, again.Addr, promoted.Addr, old.Addr)
+	}
+	if v, err := again.Do("GET", key); err != nil || v != "open" {
+		t.Fatalf("GET after the second failover = %q, %v", v, err)
+	}
+	c.Rejoin(hung)
+}
+
+// A sleeping server answers nothing until it wakes up (Ping gives up after
+// a second).
+func TestSleep(t *testing.T) {
+	leaktest.Check(t)
+	s := redistest.Start(t)
+	awake := s.Sleep(1500 * time.Millisecond)
+	// Let the command reach the server before the PING; this orders the two,
+	// it measures nothing.
+	time.Sleep(50 * time.Millisecond)
+	if err := s.Ping(); err == nil {
+		t.Fatal("a sleeping server answered PING")
+	}
+	if err := <-awake; err != nil {
+		t.Fatalf("DEBUG SLEEP: %v", err)
+	}
+	if err := s.Ping(); err != nil {
+		t.Fatalf("Ping after the sleep: %v", err)
 	}
 }
