@@ -97,8 +97,9 @@ const (
 //  5. Once the last hint (at least a second) has passed without another
 //     signal, the limit may have gone: the rate grows fourteen times
 //     faster (doubling about every half second) until the next signal. The
-//     pacing ends above a thousand requests a second, or after 10 s
-//     without a signal.
+//     pacing ends once it has reached a thousand requests a second and the
+//     callers queued have all gone, or after 10 s without a signal; those
+//     still waiting keep their turns.
 //
 // Unthrottled, a request reads one atomic flag. All the rest is under a
 // mutex, on the throttled path only.
@@ -146,7 +147,10 @@ func (t *throttle) take(now time.Time, limit time.Duration, u float64, spread ti
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if now.Sub(t.heard) >= quietEnd && !t.until.After(now) {
+	// At the fastest pace, once the queue has gone, or after a long quiet,
+	// the pacing has nothing left to do.
+	drained := t.gap <= minGap && !t.last.After(now)
+	if (drained || now.Sub(t.heard) >= quietEnd) && !t.until.After(now) {
 		t.endLocked()
 		return turn{at: now}, nil, true
 	}
@@ -264,10 +268,8 @@ func (t *throttle) ok(tr turn, now time.Time) {
 		t.gap = time.Duration(float64(t.gap) / (1 + g*min(dt.Seconds(), 1)))
 	}
 	t.raised = now
-	switch {
-	case t.gap < minGap:
-		t.endLocked()
-	case t.wake != nil && t.gap <= t.wokeGap/2:
+	t.gap = max(t.gap, minGap)
+	if t.wake != nil && t.gap <= t.wokeGap/2 {
 		// Turns taken at the old pace are too far out: start the queue
 		// again from now at the new one.
 		t.wakeLocked()
@@ -284,11 +286,12 @@ func (t *throttle) wakeAll() {
 	t.wakeLocked()
 }
 
-// endLocked ends the pacing and wakes every waiting caller.
+// endLocked ends the pacing. Callers still waiting keep their turns:
+// woken, a queue built while the host was limited would all go out at the
+// same instant, into a limit that may still be there.
 func (t *throttle) endLocked() {
 	t.active.Store(false)
 	t.epoch = 0
-	t.wakeLocked()
 }
 
 // wakeLocked wakes the callers waiting for a turn, to take new ones from

@@ -102,15 +102,22 @@ func TestThrottleRules(t *testing.T) {
 	if tr, _, ok := th.take(later, time.Hour, 0.5, spread); !ok || !tr.at.Equal(later) || th.active.Load() {
 		t.Errorf("10s after the last signal take = +%v, active %v; want now, and the pacing over", tr.at.Sub(later), th.active.Load())
 	}
-	// ... and so does a rate above 1000/s.
+	// ... and so does a rate of 1000/s once the queue has gone.
 	th.signal(now, time.Millisecond, turn{}, 500) // 250/s
 	at := now
-	for i := 0; th.active.Load(); i++ {
+	for i := 0; th.gap > minGap; i++ {
 		if i > 100 {
-			t.Fatal("the pacing never ends on answers")
+			t.Fatal("the rate never reaches 1000/s on answers")
 		}
 		at = at.Add(time.Second)
 		th.ok(turn{epoch: th.epoch}, at)
+	}
+	queued, _, _ := th.take(at, time.Hour, 0, spread)
+	if !th.active.Load() || !queued.at.After(at) {
+		t.Fatalf("at 1000/s with a turn just taken: active %v, next turn at +%v; want still paced", th.active.Load(), queued.at.Sub(at))
+	}
+	if tr, _, ok := th.take(queued.at, time.Hour, 0, spread); !ok || !tr.at.Equal(queued.at) || th.active.Load() {
+		t.Errorf("once the queue has gone take = +%v, active %v; want now, and the pacing over", tr.at.Sub(queued.at), th.active.Load())
 	}
 }
 
