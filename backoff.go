@@ -32,9 +32,14 @@ const (
 	// default.
 	TenacityExponential
 
-	// FullJitter is AWS's "full jitter": MinWait is the base, not a floor.
+	// FullJitter is "full jitter" as AWS defines it in its architecture
+	// blog's backoff simulator: MinWait is the base, not a floor, and the
+	// window doubles from twice the base at the first retry:
 	//
-	//	wait = u * min(max, min * 2^(n-1))
+	//	wait = u * min(max, min * 2^n)
+	//
+	// With a 0.5 s MinWait the first wait is in [0, 1 s), the second in
+	// [0, 2 s): the same ceilings as ExponentialJitter, without its floor.
 	FullJitter
 
 	// DecorrelatedJitter is AWS's "decorrelated jitter": each wait depends on
@@ -76,7 +81,7 @@ func (p Policy) Wait(n int, prev time.Duration, u float64) time.Duration {
 		high := max(lo, min(mult*pow2(n-1), hi))
 		w = lo + u*(high-lo)
 	case FullJitter:
-		w = u * min(hi, lo*pow2(n-1))
+		w = u * min(hi, lo*pow2(n))
 	case DecorrelatedJitter:
 		if prev <= 0 {
 			prev = p.minWait()

@@ -190,6 +190,10 @@ func (b *respBody) resume(cut error) error {
 			return b.giveUp(&BodyError{Received: b.got, Resumes: b.resumes, Reason: StopBreakerOpen, Err: cut,
 				stop: &RetryError{Err: failure, Attempts: c.attempt, Reason: StopBreakerOpen, cause: open}})
 		}
+		if err := c.awaitTurn(ctx); err != nil {
+			stop := c.turnStop(failure, c.attempt, err)
+			return b.giveUp(&BodyError{Received: b.got, Resumes: b.resumes, Reason: stop.Reason, Err: cut, stop: stop})
+		}
 		c.prev = wait
 		b.resumes++
 		c.attempt++
@@ -198,6 +202,7 @@ func (b *respBody) resume(cut error) error {
 		outcome = outcomeOf(ctx, resp, err)
 		c.observe(Event{Kind: EventAttempt, Attempt: c.attempt, StatusCode: statusOf(resp), Err: err,
 			Outcome: outcome, Resume: true, Offset: b.got})
+		c.report(ctx, c.attempt, resp, err)
 		if err != nil || resp.StatusCode != http.StatusPartialContent {
 			c.endTrace(statusOf(resp), err, outcome)
 		}

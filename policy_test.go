@@ -166,7 +166,7 @@ func TestWaitBoundsEveryStrategy(t *testing.T) {
 			switch b {
 			case FullJitter:
 				lo = 0
-				hi = min(hi, p.minWait()*time.Duration(1<<(n-1)))
+				hi = min(hi, p.minWait()*time.Duration(1<<n))
 			case ExponentialJitter:
 				hi = min(hi, p.minWait()*time.Duration(1<<n))
 			case DecorrelatedJitter:

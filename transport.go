@@ -73,10 +73,21 @@ const (
 //
 // What the breaker counts. Transient network errors and 5xx responses are
 // failures; other responses, 4xx included, prove the server alive and are
-// successes; 429 and a cancelled caller are neutral. By default a logical
+// successes; 429 and a cancelled caller are neutral, and so is a call whose
+// retry the budget refused while the upstream is not failing (the budget,
+// not the breaker, is shedding that load; see Budget). By default a logical
 // call (all its attempts) is one outcome, as in the seed; BreakerPerAttempt
 // counts each attempt instead. A call the breaker refuses fails at once with
 // an error matching breaker.ErrOpen that says when the next probe is due.
+//
+// Rate limits. A 429, or a 503 with Retry-After, throttles its whole host,
+// not just the call that got it: until the hint has passed no attempt to
+// that host is sent, first attempts included, and then attempts go out
+// paced, at half the rate the host was called at, then at the rate it
+// shows it delivers, probing a little above it. A call waits for its turn
+// when the turn comes within its deadline, MaxElapsed and MaxRetryAfter,
+// and otherwise fails at once with a *ThrottleError (matching ErrThrottled)
+// that carries the wait. NoThrottle turns this off.
 //
 // Timeouts. Policy.AttemptTimeout bounds the wait for an attempt's response
 // headers; StallTimeout bounds how long a body may make no progress while
@@ -170,6 +181,10 @@ type Transport struct {
 	Budget BudgetConfig
 	// NoBudget turns the retry budget off.
 	NoBudget bool
+
+	// NoThrottle turns off the host-wide handling of rate limits (see
+	// "Rate limits" above): each call then honours Retry-After on its own.
+	NoThrottle bool
 
 	// MaxHosts bounds how many hosts keep a breaker and a budget; the least
 	// recently used are forgotten past it. 0 means DefaultMaxHosts.
@@ -277,6 +292,9 @@ func (t *Transport) init() error {
 			if cfg.Logger == nil {
 				cfg.Logger = t.Policy.Logger
 			}
+			if !t.NoThrottle {
+				cfg.OnStateChange = t.wakeOnOpen(cfg.OnStateChange)
+			}
 			sc := breaker.SetConfig{Config: cfg, MaxBreakers: maxHosts}
 			if t.needsHostState() {
 				sc.NewValue = func(string) any { return t.newHostState() }
@@ -363,7 +381,9 @@ type call struct {
 	host   string
 	cb     breaker.CircuitBreaker
 	permit breaker.Permit
+	hs     *hostState // nil when no per-host state is kept
 	budget *Budget
+	turn   turn // the throttle's pace the current attempt was sent at
 
 	body     io.ReadCloser                 // the body of the next attempt
 	getBody  func() (io.ReadCloser, error) // nil: the body cannot be replayed
@@ -391,9 +411,9 @@ func (c *call) run() (*http.Response, error) {
 		}
 		c.permit = p
 	}
-	if hs != nil && hs.budget != nil {
+	c.hs = hs
+	if hs != nil {
 		c.budget = hs.budget
-		c.budget.Deposit()
 	}
 	if err := c.prepareBody(); err != nil {
 		c.permit.Release()
@@ -402,6 +422,12 @@ func (c *call) run() (*http.Response, error) {
 	p := &t.Policy
 	if p.MaxElapsed > 0 {
 		c.start = c.clock().Now()
+	}
+	if err := c.awaitTurn(ctx); err != nil {
+		return nil, c.refuseFirst(err)
+	}
+	if c.budget != nil {
+		c.budget.Deposit()
 	}
 	for round := 1; ; round++ {
 		var resp *http.Response
@@ -419,6 +445,7 @@ func (c *call) run() (*http.Response, error) {
 		if !hedged {
 			c.observe(Event{Kind: EventAttempt, Attempt: attempt, StatusCode: statusOf(resp), Err: err, Outcome: outcome})
 		}
+		c.report(ctx, round, resp, err)
 		if !c.retryable(ctx, resp, err) {
 			return c.finish(resp, err, outcome)
 		}
@@ -428,7 +455,7 @@ func (c *call) run() (*http.Response, error) {
 		}
 		wait, stop := c.decide(ctx, round, attempt, failure, outcome)
 		if stop != nil {
-			return c.end(resp, true, err, outcome, stop)
+			return c.end(resp, true, err, c.budgetOutcome(stop, outcome), stop)
 		}
 		c.endTrace(statusOf(resp), err, outcome)
 		whole := true
@@ -448,6 +475,14 @@ func (c *call) run() (*http.Response, error) {
 			// only add to the load it is there to shed.
 			return c.end(resp, whole, err, outcome,
 				&RetryError{Err: failure, Attempts: attempt, Reason: StopBreakerOpen, cause: open})
+		}
+		if terr := c.awaitTurn(ctx); terr != nil {
+			stop := c.turnStop(failure, attempt, terr)
+			if stop.Reason == StopCanceled {
+				c.permit.Release()
+				return nil, c.giveUp(resp, err, stop, false, 0)
+			}
+			return c.end(resp, whole, err, outcome, stop)
 		}
 		c.prev = wait
 		if stop := c.nextBody(attempt); stop != nil {

@@ -16,11 +16,14 @@ import (
 
 const demoUsage = `usage: httpretry demo [flags]
 
-Starts a flaky upstream on loopback (healthy, then a hard outage of 503s and
-connection resets, then rate limiting with Retry-After, then recovery) and
-drives it with concurrent clients using four strategies in turn: no retries,
-naive retries, the Python seed's policy, and httpretry's defaults. Prints what
-each did to the upstream and what its callers got. Ctrl-C stops early and
+Runs four strategies at once (no retries, naive retries, the Python seed's
+policy as the AI Horde integration deploys it, and httpretry's defaults),
+each against its own upstream on loopback going through the same phases:
+healthy, flaky (random 503s and resets), overloaded (503 above its
+capacity), rate-limited (429 with Retry-After), outage, recovery. Calls
+arrive at a set rate whatever happens to earlier ones, each with its own
+deadline. Prints a scorecard per phase: what each strategy's callers got and
+what it cost the upstream, and who won and why. Ctrl-C stops early and
 prints what was measured.
 
 Exit codes: 0 done, 1 the demo could not run or its page not be written,
@@ -42,9 +45,12 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fs.PrintDefaults()
 	}
 	cfg := demo.Config{Progress: stderr, Live: isTerminal(stderr)}
-	fs.DurationVar(&cfg.Duration, "duration", demo.DefaultDuration, "how long each strategy runs (at least 1s)")
-	fs.IntVar(&cfg.Clients, "clients", demo.DefaultClients, fmt.Sprintf("concurrent clients (1 to %d)", demo.MaxClients))
-	fs.Uint64Var(&cfg.Seed, "seed", demo.DefaultSeed, "decides the outage's fault mix: the same seed, the same scenario")
+	fs.DurationVar(&cfg.Duration, "duration", demo.DefaultDuration,
+		fmt.Sprintf("how long calls arrive; the phases split it (at least %v)", demo.MinDuration))
+	fs.Float64Var(&cfg.Rate, "rate", demo.DefaultRate, fmt.Sprintf("calls per second to each strategy (1 to %d)", demo.MaxRate))
+	arrivals := fs.String("arrivals", "poisson", "how calls are spread: poisson (independent callers) or fixed (evenly)")
+	fs.DurationVar(&cfg.Deadline, "deadline", demo.DefaultDeadline, "each call's deadline, retries and waits included")
+	fs.Uint64Var(&cfg.Seed, "seed", demo.DefaultSeed, "decides the arrivals and the faults: the same seed, the same scenario")
 	htmlPath := fs.String("html", "", "also write the report as a self-contained HTML page with a chart per strategy to `FILE`")
 	listen := fs.String("listen", "", "serve /metrics (Prometheus) and /heartbeat (the running strategy's breakers) on `ADDR` while it runs")
 	if err := fs.Parse(args); err != nil {
@@ -58,7 +64,11 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return exitUsage
 	}
-	if err := cfg.Validate(); err != nil {
+	var err error
+	if cfg.Arrivals, err = demo.ParseArrivals(*arrivals); err == nil {
+		err = cfg.Validate()
+	}
+	if err != nil {
 		fmt.Fprintf(stderr, "httpretry demo: %v\n\n", err)
 		fs.Usage()
 		return exitUsage
@@ -85,8 +95,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		defer stop()
 	}
 
-	fmt.Fprintf(stderr, "httpretry demo: 4 strategies, %v each, %d clients; Ctrl-C stops and prints what was measured\n",
-		cfg.Duration, cfg.Clients)
+	fmt.Fprintf(stderr, "httpretry demo: 4 strategies at once, %v, %v calls/s each; Ctrl-C stops and prints what was measured\n",
+		cfg.Duration, cfg.Rate)
 	report, runErr := demo.Run(ctx, cfg)
 	code := 0
 	if report != nil && (len(report.Results) > 0 || runErr == nil) {

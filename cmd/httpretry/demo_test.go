@@ -31,7 +31,7 @@ func demoCommand(t *testing.T, args ...string) *exec.Cmd {
 // demoHeader returns the table's header line from the report.
 func demoHeader(stdout string) string {
 	for line := range strings.Lines(stdout) {
-		if strings.HasPrefix(line, "strategy ") {
+		if strings.HasPrefix(strings.TrimSpace(line), "strategy ") {
 			return line
 		}
 	}
@@ -43,7 +43,7 @@ func demoHeader(stdout string) string {
 func TestDemoRuns(t *testing.T) {
 	t.Parallel()
 	page := filepath.Join(t.TempDir(), "out.html")
-	cmd := demoCommand(t, "--duration", "2s", "--clients", "8", "--html", page)
+	cmd := demoCommand(t, "--duration", "3s", "--rate", "20", "--arrivals", "fixed", "--html", page)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
@@ -59,15 +59,17 @@ func TestDemoRuns(t *testing.T) {
 			t.Errorf("table header %q lacks %q", header, name)
 		}
 	}
-	for _, want := range []string{"amplification (upstream/call)", "upstream load in the outage", "success after recovery",
-		"breaker transitions", "During the outage httpretry defaults", "Breaker cooldown scaled"} {
+	for _, want := range []string{"\nflaky (", "\noverloaded (", "\noutage (", "\nrate-limited (", "\nrecovery (",
+		"upstream requests per call", "peak callers in flight", "first success after the outage ends",
+		"targets for httpretry defaults:", "Breaker cooldown scaled", "20 calls/s (fixed arrivals)"} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("stdout lacks %q:\n%s", want, stdout.Bytes())
 		}
 	}
-	// stderr is not a terminal here: one progress line per strategy.
-	if n := strings.Count(stderr.String(), " done in "); n != len(demoNames) || strings.Contains(stderr.String(), "\r") {
-		t.Errorf("stderr has %d strategy lines (want %d) or a \\r:\n%s", n, len(demoNames), stderr.Bytes())
+	// stderr is not a terminal here: a line per phase, and one at the end.
+	if strings.Count(stderr.String(), "done in ") != 1 || !strings.Contains(stderr.String(), " rate-limited\n") ||
+		strings.Contains(stderr.String(), "\r") {
+		t.Errorf("stderr:\n%s", stderr.Bytes())
 	}
 
 	html, err := os.ReadFile(page)
@@ -85,12 +87,12 @@ func TestDemoRuns(t *testing.T) {
 }
 
 // TestDemoInterruptedWithListen starts the demo with --listen, reads
-// /metrics and /heartbeat once the second strategy is done, then sends
+// /metrics and /heartbeat once the flaky phase has begun, then sends
 // SIGINT: the demo must exit 130 after printing what it measured. The
 // progress lines on stderr tell the test where the run is, without sleeping.
 func TestDemoInterruptedWithListen(t *testing.T) {
 	t.Parallel()
-	cmd := demoCommand(t, "--duration", "1s", "--clients", "4", "--listen", "127.0.0.1:0")
+	cmd := demoCommand(t, "--duration", "20s", "--rate", "20", "--listen", "127.0.0.1:0")
 	var stdout bytes.Buffer
 	cmd.Stdout = &stdout
 	errPipe, err := cmd.StderrPipe()
@@ -109,7 +111,7 @@ func TestDemoInterruptedWithListen(t *testing.T) {
 		if a, ok := strings.CutPrefix(line, "httpretry demo: serving /metrics and /heartbeat on "); ok {
 			addr = a
 		}
-		if strings.HasPrefix(line, "[2/4]") {
+		if strings.HasSuffix(line, " flaky") {
 			break
 		}
 	}
@@ -135,7 +137,7 @@ func TestDemoInterruptedWithListen(t *testing.T) {
 		t.Fatalf("exit %d, want %d; stderr:\n%s", code, exitInterrupted, stderr.String())
 	}
 	header := demoHeader(stdout.String())
-	if !strings.Contains(header, "naive retries") || !strings.Contains(stdout.String(), "Interrupted:") {
+	if !strings.Contains(header, "httpretry defaults (interrupted)") || !strings.Contains(stdout.String(), "Interrupted:") {
 		t.Errorf("stdout after the interrupt:\n%s", stdout.Bytes())
 	}
 }
@@ -163,9 +165,11 @@ func TestDemoUsageErrors(t *testing.T) {
 	t.Parallel()
 	for _, args := range [][]string{
 		{"--bogus"},
-		{"--clients", "0"},
-		{"--clients", "x"},
+		{"--rate", "0"},
+		{"--rate", "x"},
 		{"--duration", "10ms"},
+		{"--deadline", "0s"},
+		{"--arrivals", "bursty"},
 		{"--seed", "-1"},
 		{"extra"},
 	} {

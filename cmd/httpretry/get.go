@@ -39,8 +39,9 @@ const (
 	// getExitNetwork: no response, after retries: refused, reset, DNS, TLS.
 	getExitNetwork = 4
 	// getExitRefused: the client itself declined to (re)try: the circuit
-	// breaker is open or the retry budget is spent. Distinct from 4 because
-	// the upstream may be fine and waiting is the remedy.
+	// breaker is open, the retry budget is spent, or the host is rate
+	// limited past the deadline. Distinct from 4 because the upstream may be
+	// fine and waiting is the remedy.
 	getExitRefused = 5
 	// getExitTimeout: the --timeout deadline hit (or, after a network error,
 	// the next wait would have passed it), or the last attempt got no
@@ -906,7 +907,7 @@ func getExitCode(status int, err error) int {
 		return getExitContinue
 	case errors.As(err, &body):
 		return getExitBody
-	case errors.Is(err, breaker.ErrOpen), errors.Is(err, httpretry.ErrBudgetExhausted):
+	case errors.Is(err, breaker.ErrOpen), errors.Is(err, httpretry.ErrBudgetExhausted), errors.Is(err, httpretry.ErrThrottled):
 		return getExitRefused
 	case errors.Is(err, context.Canceled):
 		return getExitInterrupted

@@ -267,12 +267,13 @@ func TestGetExitCodes(t *testing.T) {
 			stderr: "no such file or directory", requests: 1},
 		{name: "connection refused", url: closed,
 			code: getExitNetwork, stdout: "", stderr: "connection refused"},
-		// The retry budget's floor is 10 retries/s over a 10 s window: 100
-		// retries, plus 0.2 earned by the first attempt. The 101st retry is
-		// refused honestly, through the binary: 101 attempts, then exit 5.
+		// The first attempt earns 0.2 of a retry, not a whole one, so the
+		// retry budget's floor pays: 10 retries in each second, not saved
+		// up. The 11th retry, some 10 ms in, is refused honestly, through
+		// the binary: 11 attempts, then exit 5.
 		{name: "retry budget", behavior: faultserver.Always(faultserver.ResetBeforeHeaders()),
 			args: []string{"--attempts", "500", "--min-wait", "1ms", "--max-wait", "1ms"},
-			code: getExitRefused, stderr: "retry budget exhausted", requests: 101},
+			code: getExitRefused, stderr: "retry budget exhausted", requests: 11},
 		{name: "whole-call timeout", behavior: faultserver.Always(faultserver.StallBeforeHeaders()),
 			args: []string{"--timeout", "200ms"}, code: getExitTimeout, stderr: "deadline exceeded", requests: 1},
 		{name: "attempt timeouts", behavior: faultserver.Always(faultserver.StallBeforeHeaders()),
@@ -398,6 +399,7 @@ func TestGetExitCodeMapping(t *testing.T) {
 		{"breaker open", 0, wrap(&breaker.OpenError{Name: "h", State: breaker.Open, RetryIn: time.Minute}), getExitRefused},
 		{"breaker half-open", 0, wrap(&breaker.OpenError{Name: "h", State: breaker.HalfOpen}), getExitRefused},
 		{"budget", 0, wrap(fmt.Errorf("reset (gave up: %w)", httpretry.ErrBudgetExhausted)), getExitRefused},
+		{"rate limited", 0, wrap(&httpretry.ThrottleError{Host: "h", Wait: time.Minute, Reason: httpretry.StopDeadline}), getExitRefused},
 		{"deadline", 0, wrap(context.DeadlineExceeded), getExitTimeout},
 		{"net timeout", 0, wrap(&net.OpError{Op: "read", Err: os.ErrDeadlineExceeded}), getExitTimeout},
 		{"interrupted", 0, wrap(context.Canceled), getExitInterrupted},

@@ -3,8 +3,10 @@ package demo
 import (
 	"encoding/xml"
 	"errors"
+	"fmt"
 	"io"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -58,14 +60,15 @@ func TestHTMLSelfContained(t *testing.T) {
 			t.Errorf("the page contains %q: it must be self-contained", banned)
 		}
 	}
-	for _, want := range []string{NoRetries, Naive, Seed, Defaults, "&amp;httpretry.Transport{} &lt;defaults&gt;", "outage", "rate-limited", "half-open"} {
+	for _, want := range []string{NoRetries, Naive, Seed, Defaults, "&amp;httpretry.Transport{} &lt;defaults&gt;", "outage",
+		"rate-limited", "half-open", "<h2 id=\"flaky\">flaky <small>", "targets for httpretry defaults", "callers in flight"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("the page lacks %q", want)
 		}
 	}
 }
 
-// TestHTMLSameScale checks that every chart has the same y axis, taken from
+// TestHTMLSameScale checks that every chart has the same axes, taken from
 // the highest bucket of any strategy, so that they compare at a glance.
 func TestHTMLSameScale(t *testing.T) {
 	r := fakeReport()
@@ -73,17 +76,55 @@ func TestHTMLSameScale(t *testing.T) {
 	if err := r.WriteHTML(&b); err != nil {
 		t.Fatal(err)
 	}
-	// The naive strategy's buckets hold 4200/14 = 300 requests per 250 ms:
-	// 1200 req/s, which rounds up to 2000.
-	// The top grid label is the last one, just before the data's path.
-	tops := regexp.MustCompile(`>([\d.]+)/s</text>\n<path`).FindAllStringSubmatch(b.String(), -1)
-	if len(tops) != len(r.Results) {
-		t.Fatalf("found %d y-axis tops, want %d", len(tops), len(r.Results))
-	}
-	for _, m := range tops {
-		if top := m[1]; top != "2000" {
-			t.Errorf("a chart's y axis tops at %s/s, want 2000/s for all", top)
+	var highest float64
+	for i := range r.Results {
+		tl := r.Results[i].timeline(bucket)
+		for _, n := range tl.requests {
+			highest = max(highest, float64(n)/bucket.Seconds())
 		}
+	}
+	charts := strings.Split(b.String(), "<svg")[1:]
+	if len(charts) != len(r.Results) {
+		t.Fatalf("%d charts, want %d", len(charts), len(r.Results))
+	}
+	left := regexp.MustCompile(`>([\d.]+)/s</text>`)
+	right := regexp.MustCompile(`fill="` + inFlightStroke + `">([\d.]+)</text>`)
+	var tops []string
+	for _, c := range charts {
+		l, r := left.FindAllStringSubmatch(c, -1), right.FindAllStringSubmatch(c, -1)
+		if len(l) != 5 || len(r) != 5 {
+			t.Fatalf("a chart has %d left and %d right axis labels, want 5 each", len(l), len(r))
+		}
+		tops = append(tops, l[4][1]+" "+r[4][1])
+	}
+	for _, top := range tops[1:] {
+		if top != tops[0] {
+			t.Errorf("axis tops %q, want the same for every chart", tops)
+		}
+	}
+	if top, _ := strconv.ParseFloat(strings.Fields(tops[0])[0], 64); top < highest || top > 2*highest {
+		t.Errorf("requests axis tops at %v/s, for a highest bucket of %v/s", top, highest)
+	}
+}
+
+// TestTimeline checks the buckets the charts draw.
+func TestTimeline(t *testing.T) {
+	var r Result
+	sec := time.Second
+	r.addCall(0, sec, true, 0, ms(100))
+	r.addCall(ms(200), ms(300), false, ms(200))
+	r.addCall(ms(600), 2*sec, true, ms(600))
+	tl := r.timeline(500 * time.Millisecond)
+	if tl.end != 2*sec || len(tl.requests) != 5 {
+		t.Fatalf("timeline ends at %v with %d buckets, want 2s and 5", tl.end, len(tl.requests))
+	}
+	if want := []int{3, 1, 0, 0, 0}; fmt.Sprint(tl.requests) != fmt.Sprint(want) {
+		t.Errorf("requests per bucket %v, want %v", tl.requests, want)
+	}
+	// In flight at each bucket's end: 0.5s: the first (the second ended);
+	// 1s: the third (the first ends at 1s); 1.5s, 2s: the third, then none.
+	if want := []int{1, 1, 1, 0, 0}; fmt.Sprint(tl.inFlight) != fmt.Sprint(want) {
+		t.Errorf("in flight per bucket %v, want %v", tl.inFlight, want)
 	}
 }
 

@@ -11,9 +11,9 @@ import (
 	"github.com/hordekit/httpretry/metrics"
 )
 
-// Monitor exports a running demo: /metrics with every strategy's metrics so
-// far (labelled strategy="..."), and /heartbeat with the breakers of the
-// strategy running now, as a service using httpretry would serve them.
+// Monitor exports a running demo: /metrics with every strategy's metrics
+// (labelled strategy="..."), and /heartbeat with the breakers of the
+// strategies that have one, as a service using httpretry would serve them.
 type Monitor struct {
 	reg     *prometheus.Registry
 	current atomic.Pointer[breaker.Heartbeat]
@@ -42,16 +42,15 @@ func (m *Monitor) instrument(slug string) (*metrics.Collector, error) {
 	return metrics.New(prometheus.WrapRegistererWith(prometheus.Labels{"strategy": slug}, m.reg))
 }
 
-// watch exports the breakers of hb through c (nil: no collector) and serves
-// hb on /heartbeat from now on.
-func (m *Monitor) watch(c *metrics.Collector, hb breaker.Heartbeat) {
-	if c != nil {
-		for _, b := range hb.Breakers {
-			c.WatchBreaker(b)
-		}
-		for _, s := range hb.Sets {
-			c.WatchSet(s)
-		}
+// watch exports the breakers of hb through c.
+func watch(c *metrics.Collector, hb breaker.Heartbeat) {
+	for _, b := range hb.Breakers {
+		c.WatchBreaker(b)
 	}
-	m.current.Store(&hb)
+	for _, s := range hb.Sets {
+		c.WatchSet(s)
+	}
 }
+
+// serve serves hb on /heartbeat from now on.
+func (m *Monitor) serve(hb breaker.Heartbeat) { m.current.Store(&hb) }

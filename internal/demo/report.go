@@ -4,84 +4,214 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/hordekit/httpretry/breaker"
 )
 
 // Report is what a demo measured.
 type Report struct {
 	Scenario Scenario
 	Settings Settings
-	// Results holds one Result per strategy that ran, in order.
+	// Results holds one Result per strategy, in the order of the reports.
 	Results []Result
-	// Interrupted is set when the demo was stopped before every strategy
-	// ran its full duration; the last Result may then be partial.
+	// Interrupted is set when the demo was stopped before the end; the
+	// results then hold what was measured until then.
 	Interrupted bool
+	// Ran is how long the demo took, until its last call ended.
+	Ran time.Duration
 }
 
-// Result is what one strategy did to the upstream, and what its callers got.
+// Result is what one strategy did to its upstream, and what its callers got.
 type Result struct {
 	Strategy string
 	// Summary says how the strategy is set up.
 	Summary string
 	// HasBreaker is set for the strategies with a circuit breaker.
 	HasBreaker bool
-	// Complete is false when the demo was interrupted during this strategy.
+	// Complete is false when the demo was interrupted.
 	Complete bool
-	// Ran is how long the run took, until its last call ended.
-	Ran time.Duration
-
-	// Calls counts the logical calls the clients made, Successes those that
-	// got a 200 and its whole body. PhaseCalls and PhaseSuccesses split them
-	// by the phase in which each call started.
-	Calls, Successes           int
-	PhaseCalls, PhaseSuccesses [numPhases]int
-	// Latencies are the calls' latencies, failures included, sorted.
-	Latencies []time.Duration
-
-	// Upstream counts the requests the upstream received, PhaseUpstream
-	// splits them by the phase in which they arrived. Requests net/http
-	// resends on its own (a GET on a reused connection reset before any
-	// response) are included: the upstream received them.
-	Upstream      int64
-	PhaseUpstream [numPhases]int64
-	// OutageTime is how much of the outage the run went through: all of it
-	// unless interrupted.
-	OutageTime time.Duration
-
-	// Buckets counts upstream requests per Bucket of time from the start.
-	Buckets []int64
-	Bucket  time.Duration
-
 	// Transitions are the breaker's state changes, in order.
 	Transitions []Transition
+	// Late counts the calls that went out more than MaxLag after their
+	// arrival time, and Lag is the latest of them: how far the machine fell
+	// behind the load it was asked to make.
+	Late int
+	Lag  time.Duration
+
+	// calls are the calls by arrival index, requests the upstream's
+	// requests in arrival order. Requests net/http resends on its own (a
+	// GET on a reused connection reset before any response) are included:
+	// the upstream received them.
+	calls    []callRecord
+	requests []request
+	// refusals counts, by the phase they happened in, retries the budget
+	// refused and calls the breaker refused, from the transport's events.
+	budgetRefusals, breakerRefusals [numPhases]int
 }
 
-// Amplification is upstream requests per logical call; NaN without calls.
-func (r *Result) Amplification() float64 { return ratio(float64(r.Upstream), float64(r.Calls)) }
-
-// SuccessRate is the fraction of calls that succeeded; NaN without calls.
-func (r *Result) SuccessRate() float64 { return ratio(float64(r.Successes), float64(r.Calls)) }
-
-// RecoveryRate is the fraction of the calls started during the recovery
-// that succeeded: how well the strategy lets its callers back in once the
-// upstream is healthy again. NaN when no call started then.
-func (r *Result) RecoveryRate() float64 {
-	return ratio(float64(r.PhaseSuccesses[Recovery]), float64(r.PhaseCalls[Recovery]))
+// PhaseStats is what one strategy's callers and upstream saw in one phase.
+// Calls belong to the phase they started in, and so do their requests;
+// Arrived and Delivered count what happened during the phase, whichever
+// call it belongs to, so that a strategy whose callers wait cannot move its
+// successes or its load into the next phase.
+type PhaseStats struct {
+	// Length is how long the phase lasted.
+	Length time.Duration
+	// Calls started in the phase; Successes got a 200 and its whole body.
+	Calls, Successes int
+	// Delivered counts the calls that succeeded during the phase.
+	Delivered int
+	// Throttled counts calls that failed at once because the host was rate
+	// limited and their turn was past their deadline.
+	Throttled int
+	// Requests counts the upstream requests of the phase's calls.
+	Requests int
+	// Arrived counts the upstream requests that arrived during the phase.
+	Arrived int
+	// Early counts requests that arrived during the phase before the
+	// Retry-After their call was last given had passed.
+	Early int
+	// P50 and P99 are the calls' latencies, failures included.
+	P50, P99 time.Duration
+	// PeakInFlight is the most of the phase's calls in flight at once.
+	PeakInFlight int
+	// BudgetRefusals and BreakerRefusals count retries the retry budget
+	// refused and calls the breaker refused during the phase.
+	BudgetRefusals, BreakerRefusals int
+	// Opened counts the breaker's transitions to open during the phase.
+	Opened int
 }
 
-// OutageLoad is the upstream requests per second during the outage: how hard
-// the strategy hits an upstream that is down. NaN when the run never got
-// there.
-func (r *Result) OutageLoad() float64 {
-	return ratio(float64(r.PhaseUpstream[Outage]), r.OutageTime.Seconds())
+// Success is the fraction of calls that succeeded; NaN without calls.
+func (s PhaseStats) Success() float64 { return ratio(float64(s.Successes), float64(s.Calls)) }
+
+// Goodput is the calls per second that succeeded during the phase.
+func (s PhaseStats) Goodput() float64 { return ratio(float64(s.Delivered), s.Length.Seconds()) }
+
+// PerCall is the upstream requests per call; NaN without calls.
+func (s PhaseStats) PerCall() float64 { return ratio(float64(s.Requests), float64(s.Calls)) }
+
+// Load is the upstream requests per second that arrived during the phase.
+func (s PhaseStats) Load() float64 { return ratio(float64(s.Arrived), s.Length.Seconds()) }
+
+// Stats returns the strategy's numbers for every phase of sc.
+func (r *Result) Stats(sc Scenario) [numPhases]PhaseStats {
+	var st [numPhases]PhaseStats
+	var lat [numPhases][]time.Duration
+	type edge struct {
+		at    time.Duration
+		delta int
+	}
+	var edges [numPhases][]edge
+	for _, sp := range sc.Spans() {
+		st[sp.Phase].Length = sp.Len()
+	}
+	for _, c := range r.calls {
+		if c.cut {
+			continue
+		}
+		p := sc.PhaseAt(c.start)
+		s := &st[p]
+		s.Calls++
+		if c.ok {
+			s.Successes++
+			st[sc.PhaseAt(c.end)].Delivered++
+		}
+		if c.throttled {
+			s.Throttled++
+		}
+		lat[p] = append(lat[p], c.latency())
+		edges[p] = append(edges[p], edge{c.start, 1}, edge{c.end, -1})
+	}
+	for _, q := range r.requests {
+		st[q.phase].Arrived++
+		if q.early {
+			st[q.phase].Early++
+		}
+		if q.call >= 0 && q.call < len(r.calls) && !r.calls[q.call].cut {
+			st[sc.PhaseAt(r.calls[q.call].start)].Requests++
+		}
+	}
+	for p := range numPhases {
+		slices.Sort(lat[p])
+		st[p].P50, st[p].P99 = percentile(lat[p], 0.50), percentile(lat[p], 0.99)
+		// Ends before starts at the same instant: a call that ends as
+		// another starts is not in flight with it.
+		slices.SortFunc(edges[p], func(a, b edge) int {
+			if a.at != b.at {
+				return int(a.at - b.at)
+			}
+			return a.delta - b.delta
+		})
+		n := 0
+		for _, e := range edges[p] {
+			n += e.delta
+			st[p].PeakInFlight = max(st[p].PeakInFlight, n)
+		}
+		st[p].BudgetRefusals, st[p].BreakerRefusals = r.budgetRefusals[p], r.breakerRefusals[p]
+	}
+	for _, t := range r.Transitions {
+		if t.To == breaker.Open {
+			st[sc.PhaseAt(t.At)].Opened++
+		}
+	}
+	return st
 }
 
-// Percentile returns the latency below which a fraction q of the calls
-// fall (nearest rank), or 0 without calls.
-func (r *Result) Percentile(q float64) time.Duration {
-	return percentile(r.Latencies, q)
+// RecoveryTimes says how soon callers got through again once the
+// upstream recovered: at the end of the outage, when it answers again
+// (rate-limited), and at the start of the recovery, when it is wholly
+// healthy again.
+type RecoveryTimes struct {
+	// AfterOutage is the time from the end of the outage to the first call
+	// that succeeded; ok is false when none did.
+	AfterOutage   time.Duration
+	AfterOutageOK bool
+	// First is the time from the start of the recovery to the first call
+	// that succeeded after it.
+	First   time.Duration
+	FirstOK bool
+	// Full is the time from the start of the recovery until calls succeed
+	// 99% of the time: the start of the first call from which on at least
+	// 99% of the calls started during the recovery succeeded.
+	Full   time.Duration
+	FullOK bool
+}
+
+// Recovery returns the strategy's recovery in sc.
+func (r *Result) Recovery(sc Scenario) RecoveryTimes {
+	var rec RecoveryTimes
+	back, up := sc.Span(Outage).End, sc.Span(Recovery).Start
+	var after []callRecord
+	for _, c := range r.calls {
+		if c.cut {
+			continue
+		}
+		if c.ok && c.end >= back && (!rec.AfterOutageOK || c.end-back < rec.AfterOutage) {
+			rec.AfterOutage, rec.AfterOutageOK = c.end-back, true
+		}
+		if c.ok && c.end >= up && (!rec.FirstOK || c.end-up < rec.First) {
+			rec.First, rec.FirstOK = c.end-up, true
+		}
+		if c.start >= up && c.start < sc.Duration {
+			after = append(after, c)
+		}
+	}
+	// Suffix success: walk back from the last call.
+	ok := 0
+	for i := len(after) - 1; i >= 0; i-- {
+		if after[i].ok {
+			ok++
+		}
+		if float64(ok) >= 0.99*float64(len(after)-i) {
+			rec.Full, rec.FullOK = after[i].start-up, true
+		}
+	}
+	return rec
 }
 
 // percentile is the nearest-rank percentile of sorted: the smallest value
@@ -103,6 +233,9 @@ func ratio(a, b float64) float64 {
 	return a / b
 }
 
+// Upstream returns every request the upstream received.
+func (r *Result) Upstream() int { return len(r.requests) }
+
 // result returns the result of the named strategy, or nil.
 func (r *Report) result(name string) *Result {
 	for i := range r.Results {
@@ -113,80 +246,179 @@ func (r *Report) result(name string) *Result {
 	return nil
 }
 
-// row is one line of the table: a label and a cell per strategy.
+// row is one line of a phase's table: a label and a cell per strategy.
 type row struct {
 	label string
-	cell  func(r *Result) string
+	cell  func(s PhaseStats) string
+	// only, when set, limits the row to the phases it is true for.
+	only func(p Phase) bool
 }
 
-// rows are the table's lines.
+// rows are the lines of every phase's table.
 var rows = []row{
-	{"logical calls", func(r *Result) string { return fmt.Sprint(r.Calls) }},
-	{"upstream requests", func(r *Result) string { return fmt.Sprint(r.Upstream) }},
-	{"amplification (upstream/call)", func(r *Result) string { return number(r.Amplification(), "%.2fx") }},
-	{"success rate", func(r *Result) string { return percent(r.SuccessRate()) }},
-	{"latency p50", func(r *Result) string { return latency(r.Percentile(0.50), r.Calls) }},
-	{"latency p99", func(r *Result) string { return latency(r.Percentile(0.99), r.Calls) }},
-	{"upstream load in the outage", func(r *Result) string { return number(r.OutageLoad(), "%.0f req/s") }},
-	{"success after recovery", func(r *Result) string { return percent(r.RecoveryRate()) }},
-	{"breaker transitions", func(r *Result) string {
-		if !r.HasBreaker {
-			return "-"
-		}
-		return fmt.Sprint(len(r.Transitions))
-	}},
+	{label: "success", cell: func(s PhaseStats) string { return percent(s.Success()) }},
+	{label: "goodput (successful calls/s)", cell: func(s PhaseStats) string { return number(s.Goodput(), "%.1f") }},
+	{label: "upstream requests per call", cell: func(s PhaseStats) string { return number(s.PerCall(), "%.2f") }},
+	{label: "upstream load (req/s)", cell: func(s PhaseStats) string { return number(s.Load(), "%.0f") }},
+	{label: "latency p50", cell: func(s PhaseStats) string { return latency(s.P50, s.Calls) }},
+	{label: "latency p99", cell: func(s PhaseStats) string { return latency(s.P99, s.Calls) }},
+	{label: "peak callers in flight", cell: func(s PhaseStats) string { return fmt.Sprint(s.PeakInFlight) }},
+	{label: "requests before their Retry-After", cell: func(s PhaseStats) string { return fmt.Sprint(s.Early) },
+		only: func(p Phase) bool { return p == RateLimited }},
+	{label: "calls failed fast, rate limited", cell: func(s PhaseStats) string { return fmt.Sprint(s.Throttled) },
+		only: func(p Phase) bool { return p == RateLimited }},
+	{label: "retries refused by the budget", cell: func(s PhaseStats) string { return fmt.Sprint(s.BudgetRefusals) },
+		only: func(p Phase) bool { return p != Healthy && p != Recovery }},
+	{label: "breaker opened", cell: func(s PhaseStats) string { return fmt.Sprint(s.Opened) },
+		only: func(p Phase) bool { return p != Healthy }},
 }
 
-// TableHeader is the first word of the table's header line.
+// TableHeader is the first word of every table's header line.
 const TableHeader = "strategy"
 
-// WriteText writes the report as the command prints it: the set-up, the
-// table, and the conclusion.
+// WriteText writes the report as the command prints it: the set-up, a
+// scorecard per phase with its verdict, the recovery, and the targets.
 func (r *Report) WriteText(w io.Writer) error {
 	var b strings.Builder
 	sc, st := r.Scenario, r.Settings
-	fmt.Fprintf(&b, "httpretry demo: %d clients, %s per strategy, seed %d; the same scenario for every strategy:\n",
-		sc.Clients, seconds(sc.Duration), sc.Seed)
+	fmt.Fprintf(&b, "httpretry demo: %s calls/s (%s arrivals) to each strategy at once for %s, each call with a %s deadline, seed %d.\n",
+		trimFloat(st.Rate), st.Arrivals, seconds(sc.Duration), seconds(st.Deadline), sc.Seed)
+	b.WriteString("The same scenario for every strategy, each against its own upstream:\n")
 	for _, line := range sc.Describe() {
 		fmt.Fprintf(&b, "  %s\n", line)
 	}
-	fmt.Fprintf(&b, "Breaker cooldown scaled from the seed's 120s to %s (the run's duration / %d) for %q and %q.\n",
-		seconds(st.Cooldown), cooldownShare, Seed, Defaults)
-	fmt.Fprintf(&b, "Every attempt times out after %s, every call after %s. Latencies include failed calls.\n\n",
-		seconds(st.AttemptTimeout), seconds(st.CallDeadline))
+	fmt.Fprintf(&b, "Breaker cooldown scaled from the seed's 120s to %s for %q and %q.\n\n",
+		seconds(st.Cooldown), Seed, Defaults)
 	for _, res := range r.Results {
-		fmt.Fprintf(&b, "  %-18s %s\n", res.Strategy+":", res.Summary)
+		fmt.Fprintf(&b, "  %-19s %s\n", res.Strategy+":", res.Summary)
 	}
-	b.WriteString("\n")
+	stats := r.stats()
+	for _, sp := range sc.Spans() {
+		fmt.Fprintf(&b, "\n%s (%s - %s)\n", sp.Phase, seconds(sp.Start), seconds(sp.End))
+		writeTable(&b, r.phaseTable(sp.Phase, stats))
+		for _, line := range wrap(r.Verdict(sp.Phase), 100) {
+			b.WriteString("  " + line + "\n")
+		}
+	}
+	fmt.Fprintf(&b, "\nrecovery times: the outage ends at %s, the rate limit at %s\n", seconds(sc.Span(Outage).End),
+		seconds(sc.Span(Recovery).Start))
+	writeTable(&b, r.recoveryTable())
+	for _, line := range wrap(r.RecoveryVerdict(), 100) {
+		b.WriteString("  " + line + "\n")
+	}
+	fmt.Fprintf(&b, "\nwhole run: upstream requests")
+	for _, res := range r.Results {
+		fmt.Fprintf(&b, "  %s %d", res.Strategy, res.Upstream())
+	}
+	b.WriteString(". Upstream requests include those net/http resends by itself (a GET whose reused\n" +
+		"connection is reset before any response goes out once more), so even \"no retries\" sends more than one per call.\n")
+	if targets := r.Targets(); len(targets) > 0 {
+		b.WriteString("\ntargets for httpretry defaults:\n")
+		for _, t := range targets {
+			verdict := "met"
+			if !t.Met {
+				verdict = "MISSED"
+			}
+			fmt.Fprintf(&b, "  %-6s %s: %s\n", verdict, t.Name, t.Detail)
+		}
+	}
+	if warning := r.LagWarning(); warning != "" {
+		b.WriteString("\n" + warning + "\n")
+	}
+	if r.Interrupted {
+		b.WriteString("\nInterrupted: the numbers above are what was measured until then.\n")
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
 
-	header := []string{TableHeader}
+// MaxLag is how late a call may go out after its arrival time before it
+// counts as late; MaxLateShare is the share of late calls past which the
+// machine did not keep up with the load.
+const (
+	MaxLag       = 100 * time.Millisecond
+	MaxLateShare = 0.01
+)
+
+// LagWarning says, when more than MaxLateShare of some strategy's calls
+// went out more than MaxLag after their arrival time, that the machine could
+// not keep up and the numbers measure it as much as the strategies; ""
+// otherwise. A single stall of the machine is not enough.
+func (r *Report) LagWarning() string {
+	var share float64
+	var worst time.Duration
+	for _, res := range r.Results {
+		if len(res.calls) > 0 {
+			share = max(share, float64(res.Late)/float64(len(res.calls)))
+		}
+		worst = max(worst, res.Lag)
+	}
+	if share <= MaxLateShare {
+		return ""
+	}
+	return fmt.Sprintf("WARNING: the machine could not keep up with the load: %.1f%% of a strategy's calls went out more than %s "+
+		"after their arrival time, up to %s. These numbers measure the machine as much as the strategies; run again on a "+
+		"quieter one, or with a lower --rate.", 100*share, latency(MaxLag, 1), latency(worst, 1))
+}
+
+// stats returns every result's phase stats, in the order of Results.
+func (r *Report) stats() [][numPhases]PhaseStats {
+	out := make([][numPhases]PhaseStats, len(r.Results))
+	for i := range r.Results {
+		out[i] = r.Results[i].Stats(r.Scenario)
+	}
+	return out
+}
+
+// header returns the tables' header line.
+func (r *Report) header() []string {
+	h := []string{TableHeader}
 	for _, res := range r.Results {
 		name := res.Strategy
 		if !res.Complete {
 			name += " (interrupted)"
 		}
-		header = append(header, name)
+		h = append(h, name)
 	}
-	table := [][]string{header}
+	return h
+}
+
+// phaseTable returns phase p's table: a header and a line per row.
+func (r *Report) phaseTable(p Phase, stats [][numPhases]PhaseStats) [][]string {
+	table := [][]string{r.header()}
 	for _, rw := range rows {
+		if rw.only != nil && !rw.only(p) {
+			continue
+		}
 		line := []string{rw.label}
 		for i := range r.Results {
-			line = append(line, rw.cell(&r.Results[i]))
+			line = append(line, rw.cell(stats[i][p]))
 		}
 		table = append(table, line)
 	}
-	writeTable(&b, table)
-	b.WriteString("Upstream requests include those net/http resends by itself: a GET whose reused connection is\n" +
-		"reset before any response goes out once more on a new one, so even \"no retries\" sends more than one per call.\n")
-	b.WriteString("\n")
-	for _, line := range r.Conclusion() {
-		b.WriteString(line + "\n")
+	return table
+}
+
+// recoveryTable returns the recovery's table.
+func (r *Report) recoveryTable() [][]string {
+	table := [][]string{r.header()}
+	back := []string{"first success after the outage ends"}
+	first, full := []string{"first success after the recovery starts"}, []string{"99% success after the recovery starts"}
+	for i := range r.Results {
+		rec := r.Results[i].Recovery(r.Scenario)
+		back = append(back, since(rec.AfterOutage, rec.AfterOutageOK))
+		first = append(first, since(rec.First, rec.FirstOK))
+		full = append(full, since(rec.Full, rec.FullOK))
 	}
-	if r.Interrupted {
-		b.WriteString("Interrupted: the numbers above are what was measured until then.\n")
+	return append(table, back, first, full)
+}
+
+// since formats a delay after the recovery, or "never".
+func since(d time.Duration, ok bool) string {
+	if !ok {
+		return "never"
 	}
-	_, err := io.WriteString(w, b.String())
-	return err
+	return latency(d, 1)
 }
 
 // writeTable writes rows of cells in columns two spaces apart: the first
@@ -202,6 +434,7 @@ func writeTable(b *strings.Builder, table [][]string) {
 		}
 	}
 	for _, line := range table {
+		b.WriteString("  ")
 		for i, cell := range line {
 			pad := strings.Repeat(" ", widths[i]-utf8.RuneCountInString(cell))
 			if i == 0 {
@@ -214,70 +447,24 @@ func writeTable(b *strings.Builder, table [][]string) {
 	}
 }
 
-// Conclusion returns two lines computed from the results: how much the
-// defaults spared the upstream during the outage compared with naive
-// retries and the seed policy, and how their callers fared after the
-// recovery. When the demo stopped before all three went through the outage
-// there is nothing to compare, and it says so.
-func (r *Report) Conclusion() []string {
-	def, naive, seed := r.result(Defaults), r.result(Naive), r.result(Seed)
-	if def == nil || naive == nil || seed == nil || def.OutageTime == 0 {
-		return []string{"Not every strategy went through the outage, so there is no conclusion to draw."}
+// wrap breaks text into lines of at most width runes, at spaces.
+func wrap(text string, width int) []string {
+	var lines []string
+	var line strings.Builder
+	for _, word := range strings.Fields(text) {
+		if line.Len() > 0 && utf8.RuneCountInString(line.String())+1+utf8.RuneCountInString(word) > width {
+			lines = append(lines, line.String())
+			line.Reset()
+		}
+		if line.Len() > 0 {
+			line.WriteString(" ")
+		}
+		line.WriteString(word)
 	}
-	d, n, s := def.OutageLoad(), naive.OutageLoad(), seed.OutageLoad()
-	var load string
-	if d == 0 {
-		load = fmt.Sprintf("During the outage %s sent no upstream requests at all, against %.0f req/s for %s and %.0f req/s for the %s.",
-			Defaults, n, Naive, s, Seed)
-	} else {
-		load = fmt.Sprintf("During the outage %s sent the upstream %s req/s: %s than %s (%.0f req/s) and %s than the %s (%.0f req/s).",
-			Defaults, loadNumber(d), times(d, n), Naive, n, times(d, s), Seed, s)
+	if line.Len() > 0 {
+		lines = append(lines, line.String())
 	}
-	dr, nr, sr := def.RecoveryRate(), naive.RecoveryRate(), seed.RecoveryRate()
-	verdict := "no worse than either"
-	switch {
-	case math.IsNaN(dr) || math.IsNaN(nr) || math.IsNaN(sr):
-		verdict = "not comparable: a strategy made no call after the recovery"
-	case dr < nr && dr < sr:
-		verdict = "worse than both"
-	case dr < nr:
-		verdict = "worse than " + Naive
-	case dr < sr:
-		verdict = "worse than the " + Seed
-	}
-	after := fmt.Sprintf("After the recovery %s of its calls succeeded, against %s for %s and %s for the %s: %s.",
-		percent(dr), percent(nr), Naive, percent(sr), Seed, verdict)
-	return []string{load, after}
-}
-
-// times says how mine compares with other: "12× fewer", "1.3× more".
-func times(mine, other float64) string {
-	switch {
-	case other == mine:
-		return "as many"
-	case other > mine:
-		return factor(other/mine) + " fewer"
-	}
-	return factor(mine/other) + " more"
-}
-
-// factor formats a ratio with the precision it deserves.
-func factor(f float64) string {
-	if math.IsInf(f, 0) || math.IsNaN(f) {
-		return "infinitely"
-	}
-	if f >= 10 {
-		return fmt.Sprintf("%.0f×", f)
-	}
-	return fmt.Sprintf("%.1f×", f)
-}
-
-// loadNumber formats a request rate: whole numbers unless it is small.
-func loadNumber(f float64) string {
-	if f < 10 {
-		return fmt.Sprintf("%.1f", f)
-	}
-	return fmt.Sprintf("%.0f", f)
+	return lines
 }
 
 // number formats f, or "-" when it is not a number.
@@ -290,6 +477,11 @@ func number(f float64, format string) string {
 
 // percent formats a fraction as a percentage, or "-".
 func percent(f float64) string { return number(100*f, "%.1f%%") }
+
+// trimFloat formats f without useless decimals.
+func trimFloat(f float64) string {
+	return strings.TrimRight(strings.TrimRight(fmt.Sprintf("%.2f", f), "0"), ".")
+}
 
 // latency formats a latency with three significant digits at most, or "-"
 // when there were no calls.

@@ -2,17 +2,20 @@ package demo
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/hordekit/httpretry"
 	"github.com/hordekit/httpretry/breaker"
 	"github.com/hordekit/httpretry/internal/faultserver"
 	"github.com/hordekit/httpretry/metrics"
@@ -20,57 +23,82 @@ import (
 
 // Defaults and limits of Config.
 const (
-	DefaultDuration = 15 * time.Second
-	DefaultClients  = 32
+	DefaultDuration = 54 * time.Second
+	DefaultRate     = 100
+	DefaultDeadline = 5 * time.Second
 	DefaultSeed     = 1
 	// MinDuration keeps every phase long enough to hold a few calls.
-	MinDuration = time.Second
-	// MaxClients keeps the demo from exhausting a small machine's sockets.
-	MaxClients = 1000
+	MinDuration = 3 * time.Second
+	// MaxRate keeps the demo from exhausting a small machine: four
+	// strategies run at once, each with up to three requests per call.
+	MaxRate = 1000
 )
+
+// Arrivals says how calls are spread in time.
+type Arrivals uint8
+
+const (
+	// Poisson arrivals: independent, at exponentially distributed
+	// intervals, as calls from many independent users arrive.
+	Poisson Arrivals = iota
+	// Fixed arrivals: exactly 1/Rate apart.
+	Fixed
+)
+
+// String returns the name the --arrivals flag takes.
+func (a Arrivals) String() string {
+	if a == Fixed {
+		return "fixed"
+	}
+	return "poisson"
+}
+
+// ParseArrivals parses "poisson" or "fixed".
+func ParseArrivals(s string) (Arrivals, error) {
+	switch s {
+	case "poisson":
+		return Poisson, nil
+	case "fixed":
+		return Fixed, nil
+	}
+	return 0, fmt.Errorf("arrivals %q: want poisson or fixed", s)
+}
 
 // The fixed timings of every run.
 const (
-	// attemptTimeout bounds one attempt, so that a lost response cannot hang
-	// a client.
-	attemptTimeout = 2 * time.Second
-	// callDeadline bounds one call, its retries and waits included.
-	callDeadline = 5 * time.Second
-	// thinkMin and thinkMax bound a client's pause between two calls: about
-	// ten calls a second per client, a few hundred in all, which leaves a
-	// two-core machine usable.
-	thinkMin = 50 * time.Millisecond
-	thinkMax = 150 * time.Millisecond
 	// cooldownShare scales the seed's 120 s breaker cooldown down to the
-	// run: a sixteenth of it (0.94 s of 15 s), so that the outage holds five
-	// or so cooldowns, as a real outage holds several of 120 s, and the
-	// breakers go through their steady state rather than only their trip. A
-	// breaker also stays open up to a cooldown after the upstream is back,
-	// which at an eighth would swallow half the rate-limited phase.
-	cooldownShare = 16
-	// maxBucket is the widest timeline bucket; shorter runs get narrower
-	// ones (down to minBucket) so their charts still have detail.
-	maxBucket = 250 * time.Millisecond
-	minBucket = 50 * time.Millisecond
+	// run: 2 s of the default 54 s, so that the 12 s outage holds several
+	// cooldowns, as a real outage holds several of 120 s.
+	cooldownShare = 27
+	// bucket is the timeline's resolution.
+	bucket = 250 * time.Millisecond
 	// progressEvery is how often a live progress line is redrawn.
 	progressEvery = 250 * time.Millisecond
+	// callHeader carries the call's index on every attempt, so that the
+	// upstream can tell attempts of one call apart from another's.
+	callHeader = "X-Demo-Call"
 )
 
 // Config configures a demo.
 type Config struct {
-	// Duration is how long each strategy runs.
+	// Duration is how long calls arrive; the phases split it.
 	Duration time.Duration
-	// Clients is how many clients call concurrently.
-	Clients int
-	// Seed decides the outage's fault mix (and the clients' pauses).
+	// Rate is how many calls arrive per second, for each strategy.
+	Rate float64
+	// Arrivals spreads the calls: Poisson (the zero value) or Fixed.
+	Arrivals Arrivals
+	// Deadline bounds each call, its retries and waits included.
+	Deadline time.Duration
+	// Seed decides the arrivals and the faults: the same seed, the same
+	// scenario.
 	Seed uint64
-	// Progress receives one progress line per strategy; nil means none.
+	// Progress receives progress lines; nil means none.
 	Progress io.Writer
-	// Live redraws the progress line in place with \r while a strategy runs,
-	// for a terminal; otherwise the line is written once, when it ends.
+	// Live redraws one progress line in place with \r, for a terminal;
+	// otherwise a line is written when each phase begins and at the end.
 	Live bool
-	// Monitor, when not nil, exports the running strategy's metrics and
-	// breakers.
+	// Monitor, when not nil, exports the strategies' metrics and breakers
+	// while they run.
 	Monitor *Monitor
 }
 
@@ -79,8 +107,12 @@ func (c Config) Validate() error {
 	switch {
 	case c.Duration < MinDuration:
 		return fmt.Errorf("duration %v is too short: at least %v", c.Duration, MinDuration)
-	case c.Clients < 1 || c.Clients > MaxClients:
-		return fmt.Errorf("clients %d out of range: 1 to %d", c.Clients, MaxClients)
+	case !(c.Rate >= 1 && c.Rate <= MaxRate):
+		return fmt.Errorf("rate %v out of range: 1 to %d calls/s", c.Rate, MaxRate)
+	case c.Deadline <= 0:
+		return fmt.Errorf("deadline %v must be positive", c.Deadline)
+	case c.Arrivals > Fixed:
+		return fmt.Errorf("arrivals %d unknown", c.Arrivals)
 	}
 	return nil
 }
@@ -90,25 +122,26 @@ type Settings struct {
 	// Cooldown is the breaker cooldown of the strategies that have one,
 	// scaled down from the seed's 120 s to fit the run.
 	Cooldown time.Duration
-	// AttemptTimeout bounds each attempt, CallDeadline each call.
-	AttemptTimeout, CallDeadline time.Duration
-	// Bucket is the width of the timeline's buckets.
-	Bucket time.Duration
+	// Deadline bounds each call.
+	Deadline time.Duration
+	// Arrivals and Rate describe the load.
+	Arrivals Arrivals
+	Rate     float64
 }
 
-// settings derives the shared timings from the duration.
+// settings derives the shared timings from the configuration.
 func (c Config) settings() Settings {
 	return Settings{
-		Cooldown:       (c.Duration / cooldownShare).Round(time.Millisecond),
-		AttemptTimeout: attemptTimeout,
-		CallDeadline:   callDeadline,
-		Bucket:         min(maxBucket, max(minBucket, (c.Duration/60).Round(10*time.Millisecond))),
+		Cooldown: (c.Duration / cooldownShare).Round(time.Millisecond),
+		Deadline: c.Deadline,
+		Arrivals: c.Arrivals,
+		Rate:     c.Rate,
 	}
 }
 
-// Run runs every strategy for cfg.Duration against a fresh upstream with
-// the same scenario, one after another, and returns what was measured. When
-// ctx ends it stops at once and returns what it measured so far, with
+// Run drives every strategy through the same scenario at the same time,
+// each against its own upstream, and returns what was measured. When ctx
+// ends it stops at once and returns what it measured so far, with
 // Report.Interrupted set; calls cut short by the interruption are not
 // counted. The error is for a demo that could not run at all.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
@@ -116,182 +149,232 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	r := &Report{
-		Scenario: Scenario{Duration: cfg.Duration, Seed: cfg.Seed, Clients: cfg.Clients},
+		Scenario: Scenario{Duration: cfg.Duration, Rate: cfg.Rate, Seed: cfg.Seed},
 		Settings: cfg.settings(),
 	}
-	all := strategies()
-	for i, s := range all {
-		if ctx.Err() != nil {
-			r.Interrupted = true
-			break
-		}
-		res, err := run(ctx, cfg, r.Scenario, r.Settings, s, fmt.Sprintf("[%d/%d]", i+1, len(all)))
-		if err != nil {
-			return r, fmt.Errorf("%s: %w", s.name, err)
-		}
-		r.Results = append(r.Results, res)
-		if !res.Complete {
-			r.Interrupted = true
-			break
-		}
+	if ctx.Err() != nil {
+		r.Interrupted = true
+		return r, nil
 	}
+	arrivals := schedule(cfg)
+	all := strategies()
+	runs := make([]*run, len(all))
+	start := time.Now()
+	var combined breaker.Heartbeat
+	for i, s := range all {
+		rn, hb, err := newRun(cfg, r.Scenario, r.Settings, s, start)
+		if err != nil {
+			for _, done := range runs[:i] {
+				done.close()
+			}
+			return nil, fmt.Errorf("%s: %w", s.name, err)
+		}
+		runs[i] = rn
+		combined.Breakers = append(combined.Breakers, hb.Breakers...)
+		combined.Sets = append(combined.Sets, hb.Sets...)
+	}
+	if cfg.Monitor != nil {
+		cfg.Monitor.serve(combined)
+		defer cfg.Monitor.serve(breaker.Heartbeat{})
+	}
+
+	var wg sync.WaitGroup
+	for _, rn := range runs {
+		wg.Go(func() { rn.drive(ctx, arrivals) })
+	}
+	p := progress{w: cfg.Progress, live: cfg.Live}
+	done := make(chan struct{})
+	var drawn sync.WaitGroup
+	if cfg.Progress != nil {
+		drawn.Go(func() { p.follow(done, start, r.Scenario, runs) })
+	}
+	wg.Wait()
+	close(done)
+	drawn.Wait()
+
+	for _, rn := range runs {
+		rn.close()
+		r.Results = append(r.Results, rn.result(ctx.Err() == nil))
+	}
+	r.Interrupted = ctx.Err() != nil
+	r.Ran = time.Since(start)
+	state := "done in"
+	if r.Interrupted {
+		state = "interrupted at"
+	}
+	p.finish(fmt.Sprintf("%s %.1fs", state, r.Ran.Seconds()))
 	return r, nil
 }
 
-// run drives one strategy through the scenario.
-func run(ctx context.Context, cfg Config, sc Scenario, set Settings, s strategy, tag string) (Result, error) {
-	// Calls may run past Duration for up to CallDeadline; the timeline
-	// covers that tail.
-	tl := newTimeline(set.Bucket, cfg.Duration+set.CallDeadline+time.Second)
-	start := time.Now()
-	srv, err := faultserver.New(faultserver.Config{Behavior: sc.behavior(start, tl.arrive), LogLimit: faultserver.LogDisabled})
-	if err != nil {
-		return Result{}, fmt.Errorf("starting the upstream: %w", err)
+// schedule returns the calls' arrival offsets, the same for every strategy.
+func schedule(cfg Config) []time.Duration {
+	rng := rand.New(rand.NewPCG(cfg.Seed, 0x6172726976616c73))
+	mean := float64(time.Second) / cfg.Rate
+	var out []time.Duration
+	for at := time.Duration(0); at < cfg.Duration; {
+		out = append(out, at)
+		if cfg.Arrivals == Fixed {
+			at = time.Duration(float64(len(out)) * mean)
+		} else {
+			at += time.Duration(rng.ExpFloat64() * mean)
+		}
 	}
-	defer srv.Close()
-	pool := newPool(cfg.Clients)
-	defer pool.CloseIdleConnections()
+	return out
+}
 
-	var trans transitionLog
-	h := hooks{base: pool, settings: set, onStateChange: func(_ string, from, to breaker.State) {
-		trans.add(time.Since(start), from, to)
+// run is one strategy's part of the demo: its upstream, its client, and
+// what it measured.
+type run struct {
+	s        strategy
+	start    time.Time
+	deadline time.Duration
+	srv      *faultserver.Server
+	pool     *http.Transport
+	client   *http.Client
+	reqs     *requestLog
+	trans    transitionLog
+
+	calls    []callRecord // by arrival index
+	inFlight atomic.Int64
+	lag      time.Duration // the latest any call went out after its arrival time
+	late     int           // calls that went out more than MaxLag after it
+	// budgetRefusals and breakerRefusals count, by phase, retries the
+	// budget refused and calls the breaker refused.
+	budgetRefusals, breakerRefusals [numPhases]atomic.Int64
+}
+
+// newRun starts a strategy's upstream and builds its client.
+func newRun(cfg Config, sc Scenario, set Settings, s strategy, start time.Time) (*run, breaker.Heartbeat, error) {
+	rn := &run{s: s, start: start, deadline: cfg.Deadline, reqs: &requestLog{}}
+	up := newUpstream(sc, start, rn.reqs)
+	srv, err := faultserver.New(faultserver.Config{Behavior: up.behavior(), LogLimit: faultserver.LogDisabled})
+	if err != nil {
+		return nil, breaker.Heartbeat{}, fmt.Errorf("starting the upstream: %w", err)
+	}
+	rn.srv = srv
+	rn.pool = newPool(s.keepAlive)
+	h := hooks{base: rn.pool, settings: set, onStateChange: func(_ string, from, to breaker.State) {
+		rn.trans.add(time.Since(start), from, to)
 	}}
+	h.observer = func(e httpretry.Event) { rn.observe(sc, e) }
 	var m *metrics.Collector
 	if cfg.Monitor != nil {
 		if m, err = cfg.Monitor.instrument(s.slug); err != nil {
-			return Result{}, err
+			rn.close()
+			return nil, breaker.Heartbeat{}, err
 		}
-		h.observer = m.Observe
+		h.observer = func(e httpretry.Event) {
+			rn.observe(sc, e)
+			m.Observe(e)
+		}
 		record := h.onStateChange
 		h.onStateChange = func(name string, from, to breaker.State) {
 			record(name, from, to)
 			m.OnStateChange(name, from, to)
 		}
 	}
-	client, hb := s.build(h)
-	if cfg.Monitor != nil {
-		cfg.Monitor.watch(m, hb)
-		defer cfg.Monitor.watch(nil, breaker.Heartbeat{})
+	var hb breaker.Heartbeat
+	rn.client, hb = s.build(h)
+	if m != nil {
+		watch(m, hb)
 	}
+	return rn, hb, nil
+}
 
-	var (
-		wg      sync.WaitGroup
-		calls   atomic.Int64
-		records = make([][]callRecord, cfg.Clients)
-	)
-	for i := range cfg.Clients {
+// observe counts the transport events the reports use, by phase.
+func (rn *run) observe(sc Scenario, e httpretry.Event) {
+	switch {
+	case e.Kind == httpretry.EventGiveUp && e.Reason == httpretry.StopBudget:
+		rn.budgetRefusals[sc.PhaseAt(time.Since(rn.start))].Add(1)
+	case e.Kind == httpretry.EventRefused:
+		rn.breakerRefusals[sc.PhaseAt(time.Since(rn.start))].Add(1)
+	}
+}
+
+// drive makes every call at its arrival time, each on its own goroutine,
+// and returns when they have all ended.
+func (rn *run) drive(ctx context.Context, arrivals []time.Duration) {
+	calls := make([]callRecord, len(arrivals))
+	made := len(arrivals)
+	var wg sync.WaitGroup
+	for i, at := range arrivals {
+		if sleep(ctx, time.Until(rn.start.Add(at))) != nil {
+			made = i
+			break
+		}
+		if lag := time.Since(rn.start) - at; lag > MaxLag {
+			rn.late++
+			rn.lag = max(rn.lag, lag)
+		}
+		rn.inFlight.Add(1)
 		wg.Go(func() {
-			rng := rand.New(rand.NewPCG(cfg.Seed, uint64(i)))
-			for {
-				t := time.Since(start)
-				if t >= cfg.Duration || ctx.Err() != nil {
-					return
-				}
-				rec := call(ctx, client, srv.URL, set.CallDeadline, t)
-				if ctx.Err() != nil {
-					return // cut short by the interruption: not a measurement
-				}
-				records[i] = append(records[i], rec)
-				calls.Add(1)
-				think := thinkMin + time.Duration(rng.Int64N(int64(thinkMax-thinkMin)))
-				if sleep(ctx, min(think, cfg.Duration-time.Since(start))) != nil {
-					return
-				}
-			}
+			defer rn.inFlight.Add(-1)
+			calls[i] = rn.call(ctx, i, at)
 		})
 	}
-
-	p := progress{w: cfg.Progress, live: cfg.Live}
-	line := func() string {
-		elapsed := time.Since(start)
-		state := "running"
-		if elapsed >= cfg.Duration {
-			state = "finishing" // calls started before the end are still in flight
-		}
-		return fmt.Sprintf("%s %-18s %s %5.1fs/%s  calls %6d  upstream %5.0f req/s  phase %s",
-			tag, s.name, state, elapsed.Seconds(), seconds(cfg.Duration), calls.Load(),
-			tl.rate(elapsed, time.Second), sc.PhaseAt(elapsed))
-	}
-	if cfg.Live && cfg.Progress != nil {
-		done := make(chan struct{})
-		var drawn sync.WaitGroup
-		drawn.Go(func() {
-			tick := time.NewTicker(progressEvery)
-			defer tick.Stop()
-			for {
-				select {
-				case <-done:
-					return
-				case <-tick.C:
-					p.draw(line())
-				}
-			}
-		})
-		wg.Wait()
-		close(done)
-		drawn.Wait()
-	} else {
-		wg.Wait()
-	}
-	ran := time.Since(start)
-
-	res := Result{
-		Strategy:    s.name,
-		Summary:     s.summary,
-		HasBreaker:  s.breaker,
-		Complete:    ctx.Err() == nil,
-		Ran:         ran,
-		Bucket:      set.Bucket,
-		Buckets:     tl.counts(ran),
-		Transitions: trans.list(),
-		OutageTime:  sc.Span(Outage).overlap(ran),
-	}
-	res.Upstream, res.PhaseUpstream = tl.totals()
-	for _, rs := range records {
-		for _, rec := range rs {
-			ph := sc.PhaseAt(rec.start)
-			res.Calls++
-			res.PhaseCalls[ph]++
-			res.Latencies = append(res.Latencies, rec.latency)
-			if rec.ok {
-				res.Successes++
-				res.PhaseSuccesses[ph]++
-			}
-		}
-	}
-	slices.Sort(res.Latencies)
-	state := "done in"
-	if !res.Complete {
-		state = "interrupted at"
-	}
-	p.finish(fmt.Sprintf("%s %-18s %s %.1fs: %d calls, %d upstream requests", tag, s.name, state, ran.Seconds(),
-		res.Calls, res.Upstream))
-	return res, nil
+	wg.Wait()
+	rn.calls = calls[:made]
 }
 
-// callRecord is one logical call as a client saw it.
-type callRecord struct {
-	start, latency time.Duration
-	ok             bool
-}
-
-// call makes one GET with the per-call deadline and reads the whole body: a
-// call succeeds when it gets a 200 and all of its body.
-func call(ctx context.Context, client *http.Client, url string, deadline, start time.Duration) callRecord {
-	began := time.Now()
-	ctx, cancel := context.WithTimeout(ctx, deadline)
+// call makes call i, which arrived at offset at, with its deadline, and
+// reads the whole body: it succeeds when it gets a 200 and all of it.
+func (rn *run) call(ctx context.Context, i int, at time.Duration) callRecord {
+	cctx, cancel := context.WithTimeout(ctx, rn.deadline)
 	defer cancel()
 	ok := false
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/", nil)
+	req, err := http.NewRequestWithContext(cctx, http.MethodGet, rn.srv.URL+"/", nil)
 	if err == nil {
+		req.Header.Set(callHeader, strconv.Itoa(i))
 		var resp *http.Response
-		if resp, err = client.Do(req); err == nil {
+		if resp, err = rn.client.Do(req); err == nil {
 			_, err = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 			ok = err == nil && resp.StatusCode == http.StatusOK
 		}
 	}
-	return callRecord{start: start, latency: time.Since(began), ok: ok}
+	return callRecord{start: at, end: time.Since(rn.start), ok: ok,
+		cut: ctx.Err() != nil && !ok, throttled: errors.Is(err, httpretry.ErrThrottled)}
+}
+
+// close stops the upstream and the connections.
+func (rn *run) close() {
+	if rn.srv != nil {
+		rn.srv.Close()
+	}
+	rn.pool.CloseIdleConnections()
+}
+
+// result returns what the run measured.
+func (rn *run) result(complete bool) Result {
+	res := Result{
+		Strategy:    rn.s.name,
+		Summary:     rn.s.summary,
+		HasBreaker:  rn.s.breaker,
+		Complete:    complete,
+		Transitions: rn.trans.list(),
+		Lag:         rn.lag,
+		Late:        rn.late,
+		calls:       rn.calls,
+		requests:    rn.reqs.list(),
+	}
+	for p := range numPhases {
+		res.budgetRefusals[p] = int(rn.budgetRefusals[p].Load())
+		res.breakerRefusals[p] = int(rn.breakerRefusals[p].Load())
+	}
+	return res
+}
+
+// newPool returns a strategy's own connection pool, never proxied: big
+// enough to keep a connection per caller in flight, or none at all for a
+// strategy that opens a new connection per attempt.
+func newPool(keepAlive bool) *http.Transport {
+	return &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: DefaultDeadline}).DialContext,
+		MaxIdleConns:        1000,
+		MaxIdleConnsPerHost: 1000,
+		IdleConnTimeout:     30 * time.Second,
+		DisableKeepAlives:   !keepAlive,
+	}
 }
 
 // sleep waits d or until ctx ends.
@@ -307,75 +390,6 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-}
-
-// newPool returns the connection pool of one run, shared by its attempts:
-// big enough to keep a connection per client alive, never proxied.
-func newPool(clients int) *http.Transport {
-	return &http.Transport{
-		DialContext:         (&net.Dialer{Timeout: attemptTimeout}).DialContext,
-		MaxIdleConns:        2 * clients,
-		MaxIdleConnsPerHost: 2 * clients,
-		IdleConnTimeout:     30 * time.Second,
-	}
-}
-
-// timeline counts upstream requests as they arrive: per bucket of time for
-// the charts, per phase for the table.
-type timeline struct {
-	width   time.Duration
-	buckets []atomic.Int64
-	phases  [numPhases]atomic.Int64
-}
-
-// newTimeline returns a timeline of buckets of width covering span.
-func newTimeline(width, span time.Duration) *timeline {
-	return &timeline{width: width, buckets: make([]atomic.Int64, int(span/width)+1)}
-}
-
-// arrive counts a request arriving at offset t in phase p. A request past
-// the timeline's span (it cannot happen while calls keep their deadline)
-// lands in the last bucket rather than being lost.
-func (tl *timeline) arrive(t time.Duration, p Phase) {
-	i := min(int(t/tl.width), len(tl.buckets)-1)
-	tl.buckets[max(i, 0)].Add(1)
-	tl.phases[p].Add(1)
-}
-
-// rate returns the requests per second over the whole buckets in the window
-// before now.
-func (tl *timeline) rate(now, window time.Duration) float64 {
-	end := min(int(now/tl.width), len(tl.buckets))
-	first := max(0, end-int(window/tl.width))
-	if end <= first {
-		return 0
-	}
-	var n int64
-	for i := first; i < end; i++ {
-		n += tl.buckets[i].Load()
-	}
-	return float64(n) / (time.Duration(end-first) * tl.width).Seconds()
-}
-
-// counts returns the bucket counts up to offset end.
-func (tl *timeline) counts(end time.Duration) []int64 {
-	n := min(int(end/tl.width)+1, len(tl.buckets))
-	out := make([]int64, n)
-	for i := range out {
-		out[i] = tl.buckets[i].Load()
-	}
-	return out
-}
-
-// totals returns every request counted, in all and per phase.
-func (tl *timeline) totals() (int64, [numPhases]int64) {
-	var all int64
-	var per [numPhases]int64
-	for p := range per {
-		per[p] = tl.phases[p].Load()
-		all += per[p]
-	}
-	return all, per
 }
 
 // Transition is one breaker state change, at an offset from the run's start.
@@ -411,6 +425,50 @@ type progress struct {
 	width int // of the line on screen, to blank what a shorter one leaves
 }
 
+// follow reports the runs until done is closed: a redrawn line on a
+// terminal, a line per phase otherwise.
+func (p *progress) follow(done <-chan struct{}, start time.Time, sc Scenario, runs []*run) {
+	tick := time.NewTicker(progressEvery)
+	defer tick.Stop()
+	phase := numPhases
+	for {
+		select {
+		case <-done:
+			return
+		case <-tick.C:
+		}
+		elapsed := time.Since(start)
+		now := sc.PhaseAt(elapsed)
+		if elapsed >= sc.Duration {
+			now = numPhases // finishing: calls in flight still end
+		}
+		if !p.live {
+			if now != phase && now < numPhases {
+				fmt.Fprintf(p.w, "%6.1fs %s\n", elapsed.Seconds(), now)
+			}
+			phase = now
+			continue
+		}
+		p.draw(liveLine(elapsed, sc, runs))
+	}
+}
+
+// liveLine is the redrawn progress line: where the run is, and each
+// strategy's callers in flight and upstream load over the last second.
+func liveLine(elapsed time.Duration, sc Scenario, runs []*run) string {
+	var in, load []string
+	for _, rn := range runs {
+		in = append(in, strconv.FormatInt(rn.inFlight.Load(), 10))
+		load = append(load, strconv.Itoa(rn.reqs.since(elapsed-time.Second)))
+	}
+	what := sc.PhaseAt(elapsed).String()
+	if elapsed >= sc.Duration {
+		what = "finishing"
+	}
+	return fmt.Sprintf("%5.1fs/%s %-12s in flight %s   upstream req/s %s", elapsed.Seconds(), seconds(sc.Duration),
+		what, strings.Join(in, "|"), strings.Join(load, "|"))
+}
+
 // draw replaces the line on screen.
 func (p *progress) draw(line string) {
 	pad := max(0, p.width-len(line))
@@ -418,7 +476,7 @@ func (p *progress) draw(line string) {
 	fmt.Fprintf(p.w, "\r%s%s", line, strings.Repeat(" ", pad))
 }
 
-// finish writes a strategy's last line and ends it.
+// finish writes the last line.
 func (p *progress) finish(line string) {
 	if p.w == nil {
 		return

@@ -1,17 +1,20 @@
-// Package demo is the `httpretry demo` command's engine: a scripted flaky
-// upstream (a fault server whose behaviour follows a scenario over time),
-// four client strategies driven against it one after another by many
-// concurrent clients, the measurements, and their text and HTML reports.
-// cmd/httpretry only parses flags and prints.
+// Package demo is the `httpretry demo` command's engine: a scripted
+// upstream whose behaviour follows a scenario of phases over time, four
+// client strategies driven against it at the same time by open-loop traffic
+// (calls arrive at a set rate whether or not earlier ones are done), the
+// measurements, and their text and HTML scorecards. cmd/httpretry only
+// parses flags and prints.
 //
 // Everything the reports show is measured: upstream requests are counted by
-// the fault server as they arrive, calls by the clients as they end, breaker
-// transitions by the breakers' own hooks.
+// each strategy's own upstream as they arrive, calls by the callers as they
+// end, breaker transitions by the breakers' own hooks.
 package demo
 
 import (
 	"fmt"
+	"math"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -26,20 +29,28 @@ type Phase uint8
 const (
 	// Healthy answers 200 to everything.
 	Healthy Phase = iota
-	// Outage answers every request with a 503 or a connection reset, the
-	// mix decided per request by a seeded hash of its index.
+	// Flaky fails FlakyShare of requests at random, half with a 503 and
+	// half with a connection reset, with capacity to spare: retries work.
+	Flaky
+	// Overloaded serves at most Capacity requests a second and answers 503
+	// to the rest; calls offer one and a half times that. Retries cannot
+	// raise what gets served, only what is sent.
+	Overloaded
+	// Outage answers every request with a 503 or a connection reset.
 	Outage
-	// RateLimited admits RateLimit requests per slot and answers the rest
-	// 429 with a Retry-After, in seconds or as an HTTP-date.
+	// RateLimited serves Quota requests per window of RateWindow and
+	// answers the rest 429 with a Retry-After until the window ends, as
+	// whole seconds or as an HTTP-date: the upstream is back, but sheds
+	// load.
 	RateLimited
-	// Recovery answers 200 to everything, and lasts past the end of the run
-	// so that calls still in flight see a healthy upstream.
+	// Recovery answers 200 to everything, and lasts past the end of the
+	// run so that calls still in flight see a healthy upstream.
 	Recovery
 
 	numPhases
 )
 
-var phaseNames = [numPhases]string{"healthy", "outage", "rate-limited", "recovery"}
+var phaseNames = [numPhases]string{"healthy", "flaky", "overloaded", "outage", "rate-limited", "recovery"}
 
 // String returns the phase's name as the reports print it.
 func (p Phase) String() string {
@@ -49,27 +60,33 @@ func (p Phase) String() string {
 	return fmt.Sprintf("Phase(%d)", uint8(p))
 }
 
-// phaseShares is how the run is split between the phases. The outage is
-// the longest so that every breaker goes through at least one full cooldown
-// in it (the cooldown is an eighth of the run).
-var phaseShares = [numPhases]float64{0.20, 0.35, 0.20, 0.25}
+// phaseWeights is how the run is split between the phases, in 54ths: 6 s
+// healthy, 9 s each of flaky and overloaded, 11 s of outage, 9 s of
+// rate limit, 10 s of recovery. The outage lasts five and a half breaker
+// cooldowns (Duration/27 each): a breaker that probes once per cooldown
+// learns that the upstream is back half a cooldown after it is, the
+// average case, rather than at once or a whole cooldown late.
+var phaseWeights = [numPhases]int64{6, 9, 9, 11, 9, 10}
+
+const totalWeight = 54
 
 // The scenario's fixed parameters.
 const (
+	// FlakyShare is the fraction of requests the flaky phase fails.
+	FlakyShare = 0.30
+	// flakyResetShare is the fraction of those failures that are resets.
+	flakyResetShare = 0.5
 	// outageResetShare is the fraction of outage requests answered with a
 	// connection reset; the rest get a 503.
 	outageResetShare = 0.35
-	// rateSlot is the rate limiter's window: a fixed window this short keeps
-	// the limit smooth over a second without a token-bucket's state.
-	rateSlot = 100 * time.Millisecond
-	// perClientLimit is the upstream's capacity while rate-limited, in
-	// requests per second per client: about half of what the clients offer,
-	// so that even a client that never retries sees 429s.
-	perClientLimit = 5
-	// retryAfterSeconds and retryAfterDate are the Retry-After hints of the
-	// two forms, both short enough to fit in the phase.
-	retryAfterSeconds = 1 * time.Second
-	retryAfterDate    = 2 * time.Second
+	// overload is how many times its capacity the calls offer the
+	// overloaded upstream.
+	overload = 1.5
+	// RateWindow is the rate limit's window: windows start on whole wall
+	// clock seconds, so that an HTTP-date names a window's end exactly.
+	RateWindow = 2 * time.Second
+	// quotaShare is the share of the offered calls a window admits.
+	quotaShare = 0.5
 )
 
 // Span is when one phase runs, as offsets from the start of a run.
@@ -81,33 +98,28 @@ type Span struct {
 // Len returns how long the span lasts.
 func (s Span) Len() time.Duration { return s.End - s.Start }
 
-// overlap returns how much of s falls within [0, end).
-func (s Span) overlap(end time.Duration) time.Duration {
-	return max(0, min(s.End, end)-s.Start)
-}
-
-// Scenario is the upstream's script for one run. Its zero value is not
-// usable; every field must be set. The same Scenario always serves the same
-// phases at the same offsets, and the same fault to the same request index
-// in the outage: only the clients' behaviour differs between strategies.
+// Scenario is the upstream's script for one run. The same Scenario serves
+// the same phases at the same offsets and the same fault to the same
+// request index; only the strategies' behaviour differs.
 type Scenario struct {
-	// Duration is how long clients start calls; the phases split it.
+	// Duration is how long calls arrive; the phases split it.
 	Duration time.Duration
-	// Seed decides the outage's fault for each request index.
+	// Rate is the calls per second that arrive; it sizes the overloaded
+	// phase's capacity and the rate limit's quota.
+	Rate float64
+	// Seed decides the faults of the flaky phase and the outage.
 	Seed uint64
-	// Clients sizes the rate limit (perClientLimit per client).
-	Clients int
 }
 
 // Spans returns the phases with their offsets, in order. The last one ends
 // at Duration, though Recovery goes on after it.
 func (s Scenario) Spans() []Span {
 	spans := make([]Span, numPhases)
-	var at float64
+	var at int64
 	for p := range numPhases {
-		start := time.Duration(at * float64(s.Duration))
-		at += phaseShares[p]
-		end := time.Duration(at * float64(s.Duration))
+		start := time.Duration(int64(s.Duration) / totalWeight * at)
+		at += phaseWeights[p]
+		end := time.Duration(int64(s.Duration) / totalWeight * at)
 		if p == numPhases-1 {
 			end = s.Duration
 		}
@@ -130,31 +142,48 @@ func (s Scenario) PhaseAt(t time.Duration) Phase {
 	return Recovery
 }
 
-// RateLimit returns how many requests one rateSlot admits while rate-limited.
-func (s Scenario) RateLimit() int {
-	return max(1, s.Clients*perClientLimit*int(rateSlot)/int(time.Second))
+// Capacity returns the overloaded upstream's requests per second.
+func (s Scenario) Capacity() float64 { return s.Rate / overload }
+
+// Quota returns how many requests a rate-limit window admits.
+func (s Scenario) Quota() int {
+	return max(1, int(math.Round(s.Rate*quotaShare*RateWindow.Seconds())))
 }
 
-// OutageFault returns the fault for the request with index n (counted from
-// 0 over the whole run) during the outage: a 503 or a connection reset,
-// chosen by a hash of the seed and n so that the mix is the same for every
-// strategy and every run with this seed.
-func (s Scenario) OutageFault(n int) faultserver.Fault {
-	if unit(s.Seed, uint64(n)) < outageResetShare {
+// FlakyFault returns the fault for request n (counted from 0 over the
+// whole run) in the flaky phase: OK, a 503 or a reset, by a hash of the
+// seed and n so that the mix is the same for every strategy and run.
+func (s Scenario) FlakyFault(n int) faultserver.Fault {
+	switch u := unit(s.Seed, uint64(n)); {
+	case u >= FlakyShare:
+		return faultserver.OK()
+	case u < FlakyShare*flakyResetShare:
 		return faultserver.ResetBeforeHeaders()
 	}
 	return faultserver.Status(http.StatusServiceUnavailable)
 }
 
-// ThrottleFault returns the 429 for request n when the rate limit refuses
-// it. Its Retry-After alternates between the two forms by the same hash, so
-// that clients have to understand both.
-func (s Scenario) ThrottleFault(n int) faultserver.Fault {
+// OutageFault returns the fault for request n during the outage: a 503 or
+// a connection reset, by a hash of the seed and n.
+func (s Scenario) OutageFault(n int) faultserver.Fault {
+	if unit(s.Seed^0x5bd1e995, uint64(n)) < outageResetShare {
+		return faultserver.ResetBeforeHeaders()
+	}
+	return faultserver.Status(http.StatusServiceUnavailable)
+}
+
+// ThrottleFault returns the 429 for request n refused at now by the rate
+// limit whose window ends at end. Its Retry-After says when the window
+// ends, in whole seconds rounded up or as an HTTP-date, alternating by a
+// hash so that clients have to understand both. It also returns the time
+// before which the client was asked not to come back.
+func (s Scenario) ThrottleFault(n int, now, end time.Time) (faultserver.Fault, time.Time) {
 	f := faultserver.Status(http.StatusTooManyRequests)
 	if unit(^s.Seed, uint64(n)) < 0.5 {
-		return f.WithRetryAfter(retryAfterSeconds)
+		secs := int(math.Ceil(end.Sub(now).Seconds()))
+		return f.WithHeader("Retry-After", strconv.Itoa(max(secs, 1))), now.Add(time.Duration(max(secs, 1)) * time.Second)
 	}
-	return f.WithRetryAfterDate(retryAfterDate)
+	return f.WithHeader("Retry-After", end.UTC().Format(http.TimeFormat)), end
 }
 
 // Describe returns the scenario in one line per phase, for the reports.
@@ -163,19 +192,20 @@ func (s Scenario) Describe() []string {
 	for _, sp := range s.Spans() {
 		var what string
 		switch sp.Phase {
-		case Healthy:
+		case Healthy, Recovery:
 			what = "every request answered 200"
-		case Outage:
-			what = fmt.Sprintf("%.0f%% 503, %.0f%% connection reset before the headers (seeded)",
-				100*(1-outageResetShare), 100*outageResetShare)
+		case Flaky:
+			what = fmt.Sprintf("%.0f%% of requests fail at random (half 503, half connection reset), capacity to spare",
+				100*FlakyShare)
+		case Overloaded:
+			what = fmt.Sprintf("serves %.0f requests/s and answers 503 above that; calls offer %.1fx", s.Capacity(), overload)
 		case RateLimited:
-			what = fmt.Sprintf("%d req/s admitted, the rest 429 with Retry-After: %d (seconds) or an HTTP-date %s ahead",
-				s.RateLimit()*int(time.Second/rateSlot), int(retryAfterSeconds.Seconds()), seconds(retryAfterDate))
-		case Recovery:
-			what = "every request answered 200"
+			what = fmt.Sprintf("%d requests per %s window, the rest 429 with Retry-After until the window ends (seconds or HTTP-date)",
+				s.Quota(), seconds(RateWindow))
+		case Outage:
+			what = fmt.Sprintf("%.0f%% 503, %.0f%% connection reset", 100*(1-outageResetShare), 100*outageResetShare)
 		}
-		lines = append(lines, fmt.Sprintf("%-12s %5s - %-6s (%2.0f%%)  %s", sp.Phase, seconds(sp.Start), seconds(sp.End),
-			100*phaseShares[sp.Phase], what))
+		lines = append(lines, fmt.Sprintf("%-12s %6s - %-6s %s", sp.Phase, seconds(sp.Start), seconds(sp.End), what))
 	}
 	return lines
 }
@@ -186,45 +216,98 @@ func seconds(d time.Duration) string {
 	return s + "s"
 }
 
-// behavior returns the fault server's Behavior for a run that started at
-// start: it looks up the phase from the clock, applies the rate limit, and
-// tells arrive of every request with its offset and phase, which is how the
-// run counts upstream requests.
-func (s Scenario) behavior(start time.Time, arrive func(t time.Duration, p Phase)) faultserver.Behavior {
-	lim := &limiter{limit: s.RateLimit()}
-	return func(n int, _ *http.Request) faultserver.Fault {
-		t := time.Since(start)
-		p := s.PhaseAt(t)
-		arrive(t, p)
-		switch p {
-		case Outage:
-			return s.OutageFault(n)
-		case RateLimited:
-			if !lim.admit(int64(t / rateSlot)) {
-				return s.ThrottleFault(n)
-			}
+// upstream is one strategy's upstream: the scenario's faults, with its own
+// capacity and rate-limit state, and a record of every request.
+type upstream struct {
+	sc    Scenario
+	start time.Time // the run's start
+	now   func() time.Time
+	log   *requestLog
+
+	capMu  sync.Mutex
+	tokens float64
+	filled time.Time
+
+	rateMu sync.Mutex
+	window int64 // the current rate-limit window's index
+	served int
+}
+
+// newUpstream returns the upstream of a run that started at start.
+func newUpstream(sc Scenario, start time.Time, log *requestLog) *upstream {
+	return &upstream{sc: sc, start: start, now: time.Now, log: log}
+}
+
+// behavior returns the fault server's Behavior: it finds the phase from
+// the clock and the call from the X-Demo-Call header, decides the fault,
+// and records the request.
+func (u *upstream) behavior() faultserver.Behavior {
+	return func(n int, r *http.Request) faultserver.Fault {
+		now := u.now()
+		t := now.Sub(u.start)
+		p := u.sc.PhaseAt(t)
+		call := -1
+		if v, err := strconv.Atoi(r.Header.Get(callHeader)); err == nil {
+			call = v
 		}
-		return faultserver.OK()
+		f, notBefore := u.fault(n, p, now)
+		u.log.add(request{at: t, call: call, phase: p, status: f.Status, kind: f.Kind}, now, notBefore)
+		return f
 	}
 }
 
-// limiter is a fixed-window rate limit: limit requests per slot.
-type limiter struct {
-	mu    sync.Mutex
-	limit int
-	slot  int64
-	used  int
+// fault decides request n's fault in phase p at now, and for a 429 when
+// the client was asked to come back.
+func (u *upstream) fault(n int, p Phase, now time.Time) (faultserver.Fault, time.Time) {
+	switch p {
+	case Flaky:
+		return u.sc.FlakyFault(n), time.Time{}
+	case Overloaded:
+		if !u.admit(now) {
+			return faultserver.Status(http.StatusServiceUnavailable), time.Time{}
+		}
+	case RateLimited:
+		if end, ok := u.withinQuota(now); !ok {
+			return u.sc.ThrottleFault(n, now, end)
+		}
+	case Outage:
+		return u.sc.OutageFault(n), time.Time{}
+	}
+	return faultserver.OK(), time.Time{}
 }
 
-// admit reports whether a request arriving in slot fits in the limit.
-func (l *limiter) admit(slot int64) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if slot != l.slot {
-		l.slot, l.used = slot, 0
+// admit is the overloaded upstream's capacity: a token bucket filled at
+// Capacity a second, holding a tenth of a second's worth.
+func (u *upstream) admit(now time.Time) bool {
+	u.capMu.Lock()
+	defer u.capMu.Unlock()
+	rate := u.sc.Capacity()
+	burst := max(1, rate/10)
+	if u.filled.IsZero() {
+		u.tokens = burst
+	} else {
+		u.tokens = min(burst, u.tokens+rate*now.Sub(u.filled).Seconds())
 	}
-	l.used++
-	return l.used <= l.limit
+	u.filled = now
+	if u.tokens < 1 {
+		return false
+	}
+	u.tokens--
+	return true
+}
+
+// withinQuota counts a request against the rate limit's current window,
+// and returns the window's end.
+func (u *upstream) withinQuota(now time.Time) (time.Time, bool) {
+	w := now.UnixNano() / int64(RateWindow)
+	end := time.Unix(0, (w+1)*int64(RateWindow))
+	u.rateMu.Lock()
+	defer u.rateMu.Unlock()
+	if w != u.window {
+		u.window, u.served = w, 0
+	}
+	u.served++
+	return end, u.served <= u.sc.Quota()
 }
 
 // unit maps (seed, n) to a float in [0, 1) with SplitMix64, a hash good
