@@ -65,8 +65,12 @@ func IsTransient(err error) bool {
 		}
 	}
 	// net/http keeps these errors unexported; their text is all there is.
-	msg := err.Error()
-	for _, s := range transientMessages {
+	return containsAny(err.Error(), transientMessages)
+}
+
+// containsAny reports whether msg contains one of texts.
+func containsAny(msg string, texts []string) bool {
+	for _, s := range texts {
 		if strings.Contains(msg, s) {
 			return true
 		}

@@ -202,3 +202,28 @@ func TestTransientOnLoopback(t *testing.T) {
 
 // quietLog drops the TLS server's complaints about the client hanging up.
 func quietLog() *log.Logger { return log.New(io.Discard, "", 0) }
+
+// The errors net/http returns for requests it knows the server did not
+// process are never-sent (a POST may go again) and transient.
+func TestNeverSentAfterGOAWAYAndRewindFailures(t *testing.T) {
+	for _, msg := range []string{
+		`Post "https://h/": http2: Transport: cannot retry err [http2: Transport received Server's graceful shutdown GOAWAY] after Request.Body was written; define Request.GetBody to avoid this error`,
+		"http2: Transport received Server's graceful shutdown GOAWAY",
+		"http2: client conn not usable",
+		"net/http: cannot rewind body after connection loss",
+		"stream error: stream ID 7; REFUSED_STREAM",
+	} {
+		err := errors.New(msg)
+		if !neverSent(err) || !IsTransient(err) {
+			t.Errorf("%q: neverSent %v, IsTransient %v; want both", msg, neverSent(err), IsTransient(err))
+		}
+	}
+	for _, err := range []error{
+		errors.New("http2: client connection lost"), // the server may have processed it
+		&StatusError{Response: &http.Response{StatusCode: 503, Request: &http.Request{URL: &url.URL{Path: "/REFUSED_STREAM"}}}},
+	} {
+		if neverSent(err) {
+			t.Errorf("%v: neverSent, want not", err)
+		}
+	}
+}

@@ -794,16 +794,7 @@ func neverSent(err error) bool {
 	if op, ok := errors.AsType[*net.OpError](err); ok && op.Op == "dial" {
 		return true
 	}
-	if errors.Is(err, syscall.ECONNREFUSED) {
-		return true
-	}
-	msg := err.Error()
-	for _, s := range neverSentMessages {
-		if strings.Contains(msg, s) {
-			return true
-		}
-	}
-	return false
+	return errors.Is(err, syscall.ECONNREFUSED) || containsAny(err.Error(), neverSentMessages)
 }
 
 // neverSentMessages are net/http's texts for requests it knows the server
