@@ -57,10 +57,18 @@ func newRespBody(c *call, resp *http.Response) *respBody {
 		b.base, b.total, _ = parseContentRange(resp.Header.Get("Content-Range"))
 	}
 	b.w.rc = resp.Body
-	if c.t.watch.on() && !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+	if c.t.watch.on() && !eventStream(resp.Header) {
 		c.t.watch.add(&b.w)
 	}
 	return b
+}
+
+// eventStream reports a text/event-stream response, silent by nature. The
+// header is read by its canonical key, skipping Get's canonicalisation: it
+// runs for every response.
+func eventStream(h http.Header) bool {
+	ct := h["Content-Type"]
+	return len(ct) > 0 && strings.HasPrefix(ct[0], "text/event-stream")
 }
 
 // Read reads the body; a transient failure is resumed when the response

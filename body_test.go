@@ -485,3 +485,43 @@ func TestPOSTBodyIsNeverResumed(t *testing.T) {
 		t.Fatalf("error %v after %d requests, want a *BodyError saying only GET bodies resume", err, srv.Requests())
 	}
 }
+
+// An event stream may stay silent: no stall timeout applies to it.
+func TestEventStreamsNeverStall(t *testing.T) {
+	leaktest.Check(t)
+	blocked := make(chan struct{}, 1)
+	body := &hangingBody{r: bytes.NewReader([]byte("data: hello\n\n")), blocked: blocked, closed: make(chan struct{})}
+	fx := newFixture(t, &Transport{})
+	fx.t.Base = roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		return &http.Response{StatusCode: 200, Request: req, ContentLength: -1,
+			Header: http.Header{"Content-Type": {"text/event-stream; charset=utf-8"}}, Body: body}, nil
+	})
+	resp, err := fx.c.Get("http://upstream.test/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := io.ReadAll(resp.Body)
+		done <- err
+	}()
+	<-blocked
+	// A watched body would have armed the watchdog's timer by now.
+	if n := fx.clk.Pending(); n != 0 {
+		t.Fatalf("%d timers pending: the event stream is under the stall watchdog", n)
+	}
+	fx.clk.Advance(10 * DefaultStallTimeout)
+	select {
+	case err := <-done:
+		t.Fatalf("the event stream ended after silence: %v", err)
+	default:
+	}
+	resp.Body.Close()
+	if err := <-done; errors.As(err, new(*TimeoutError)) {
+		t.Fatalf("the event stream stalled: %v", err)
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
